@@ -1,0 +1,34 @@
+"""`python -m clusterbench [overrides]`: the Hydra entry point (config root: conf/)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+
+from clusterbench.errors import ClusterbenchError
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # silence its CPU probing
+    from clusterbench.run import run  # heavy imports after Hydra has parsed the command line
+
+    console = Console(stderr=False)
+    try:
+        return run(cfg, Path(HydraConfig.get().runtime.output_dir), console)
+    except (ClusterbenchError, OmegaConfBaseException) as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

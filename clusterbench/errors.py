@@ -1,0 +1,13 @@
+"""User-facing errors: raised at the boundary with one message naming what was wrong."""
+
+
+class ClusterbenchError(Exception):
+    """Base class for errors the entry point reports as one clear line (no traceback)."""
+
+
+class StoreError(ClusterbenchError):
+    """A feature store on disk does not follow the documented format."""
+
+
+class ConfigError(ClusterbenchError):
+    """A configuration value is missing or inconsistent with the data."""

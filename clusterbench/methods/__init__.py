@@ -1,0 +1,1 @@
+"""Clustering methods: k-means and the self-distillation heads (TEMI, SCANv2)."""

@@ -1,0 +1,178 @@
+"""H clustering heads evaluated together as batched matrix products.
+
+Each head is DINO's projection head with a weight-normalised last layer:
+    Linear(D, hidden) -> GELU -> ... -> Linear(hidden, bottleneck) -> L2-normalise
+    -> weight-normalised Linear(bottleneck, C, no bias)
+Parameters of all heads are stacked along a leading head axis (H, in, out) so one forward is a
+handful of `einsum`/`baddbmm` calls whatever H is; 32 heads cost about one large matmul.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+INPUT_NORMS = ("none", "l2", "standardize")
+
+
+class FusedLinear(nn.Module):
+    """H independent Linear layers. weight (H, in, out), bias (H, out)."""
+
+    def __init__(self, num_heads: int, in_dim: int, out_dim: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_heads, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads, out_dim))
+        nn.init.trunc_normal_(self.weight, std=init_std)
+
+    def forward(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
+        """x: (M, in) shared by all heads, or (h, M, in) per head -> (h, M, out)."""
+        weight, bias = self.weight[heads], self.bias[heads]
+        if x.dim() == 2:
+            return torch.einsum("mi,hio->hmo", x, weight) + bias[:, None, :]
+        return torch.baddbmm(bias[:, None, :], x, weight)
+
+
+class FusedWeightNormLinear(nn.Module):
+    """H bias-free weight-normalised Linear layers (DINO's last layer, gain trainable).
+
+    weight_v (H, in, out) holds directions, weight_g (H, out) the per-cluster gains; the weight
+    used is weight_g * weight_v / ||weight_v|| with the norm taken over `in`, per head and cluster.
+    """
+
+    def __init__(self, num_heads: int, in_dim: int, out_dim: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.empty(num_heads, in_dim, out_dim))
+        self.weight_g = nn.Parameter(torch.ones(num_heads, out_dim))
+        nn.init.trunc_normal_(self.weight_v, std=init_std)
+
+    def weight(self, heads: slice = slice(None)) -> Tensor:
+        v, g = self.weight_v[heads], self.weight_g[heads]
+        return v * (g / v.norm(dim=1))[:, None, :]  # (h, in, out)
+
+    def forward(self, z: Tensor, heads: slice = slice(None)) -> Tensor:
+        """z: (h, M, in) -> (h, M, out)."""
+        return torch.bmm(z, self.weight(heads))
+
+
+class FusedHeads(nn.Module):
+    """H clustering heads; `forward` returns logits (H, M, C).
+
+    `embed` and `last_layer` are exposed separately so that the (H, M, C) logits, the memory
+    bottleneck at ~10k clusters, can be produced a chunk of heads at a time.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_clusters: int,
+        num_heads: int = 32,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 256,
+        num_hidden_layers: int = 1,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or num_clusters < 1 or num_hidden_layers < 0:
+            raise ValueError("need num_heads >= 1, num_clusters >= 1, num_hidden_layers >= 0")
+        self.num_heads = num_heads
+        self.num_clusters = num_clusters
+        dims = [in_dim] + [hidden_dim] * num_hidden_layers + [bottleneck_dim]
+        self.mlp = nn.ModuleList(
+            FusedLinear(num_heads, a, b, init_std) for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
+        self.last_layer = FusedWeightNormLinear(num_heads, bottleneck_dim, num_clusters, init_std)
+
+    def embed(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
+        """x: (M, D) -> L2-normalised bottleneck features (h, M, bottleneck)."""
+        h = x
+        for i, layer in enumerate(self.mlp):
+            h = layer(h, heads)
+            if i < len(self.mlp) - 1:
+                h = F.gelu(h)
+        return F.normalize(h, dim=-1)
+
+    def forward(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
+        """x: (M, D) -> logits (h, M, C) for the selected heads."""
+        return self.last_layer(self.embed(x, heads), heads)
+
+    def head_slices(self, chunk: int | None) -> list[slice]:
+        """Contiguous head ranges of at most `chunk` heads (all heads at once when None)."""
+        step = self.num_heads if not chunk else max(1, min(chunk, self.num_heads))
+        return [slice(i, min(i + step, self.num_heads)) for i in range(0, self.num_heads, step)]
+
+
+class InputNorm(nn.Module):
+    """Feature normalisation before the heads: 'none', 'l2' or 'standardize' (train mean/std).
+
+    Statistics are buffers, so a checkpoint restores them with the heads.
+    """
+
+    def __init__(self, dim: int, mode: str = "none", eps: float = 1e-6) -> None:
+        super().__init__()
+        if mode not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {mode!r}")
+        self.mode = mode
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def needs_statistics(self) -> bool:
+        return self.mode == "standardize" and not bool(self.fitted)
+
+    @torch.no_grad()
+    def fit(self, chunks: Iterable[Tensor]) -> InputNorm:
+        """Mean and std of the train features from row blocks (N_i, D), in float64."""
+        total, total_sq, n = 0.0, 0.0, 0
+        for rows in chunks:
+            rows = rows.to(device="cpu", dtype=torch.float64)
+            total = total + rows.sum(dim=0)
+            total_sq = total_sq + rows.square().sum(dim=0)
+            n += rows.shape[0]
+        if n == 0:
+            raise ValueError("cannot compute input statistics from zero rows")
+        mean = total / n
+        var = (total_sq / n - mean.square()).clamp_min(0.0)
+        self.set_statistics(mean, var.sqrt())
+        return self
+
+    @torch.no_grad()
+    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype).clamp_min(self.eps))
+        self.fitted.fill_(True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float()
+        if self.mode == "l2":
+            return F.normalize(x, dim=-1)
+        if self.mode == "standardize":
+            return (x - self.mean) / self.std
+        return x
+
+
+def weight_decay_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float
+) -> list[dict]:
+    """AdamW groups: decay weight matrices only, not biases, gains or other per-unit vectors.
+
+    Stacked head parameters carry a leading head axis, so a per-head matrix has ndim 3 and a
+    per-head vector (bias, weight-norm gain) ndim 2.
+    """
+    decay, no_decay = [], []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        per_head_ndim = param.ndim - 1
+        if name.endswith("bias") or per_head_ndim <= 1:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]

@@ -1,0 +1,160 @@
+"""Nearest-neighbour mining with faiss, cached on disk per view, split, k and index.
+
+Cosine similarity: rows are L2-normalised and searched by inner product. `index` is a faiss
+index_factory string: "Flat" (exact, the default) or e.g. "IVF4096,Flat" for large N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from clusterbench.errors import ConfigError
+from clusterbench.progress import progress
+from clusterbench.view import FeatureRows
+
+CACHE_VERSION = 1
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in place (float32), zero rows left as zeros."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, np.maximum(norms, 1e-12), out=x)
+    return x
+
+
+def use_gpu(device: str) -> bool:
+    """GPU faiss when asked ("cuda") or when available and device is "auto"."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if device == "cuda" and gpus == 0:
+        raise ConfigError("device=cuda but this faiss build sees no GPU; install faiss-gpu or use device=cpu")
+    return device in ("cuda", "auto") and gpus > 0
+
+
+def build_index(rows: FeatureRows, index: str, nprobe: int, device: str, chunk_size: int, seed: int):
+    """A faiss inner-product index over the L2-normalised rows, filled in chunks."""
+    faiss_index = faiss.index_factory(rows.dim, index, faiss.METRIC_INNER_PRODUCT)
+    if use_gpu(device):
+        faiss_index = faiss.index_cpu_to_all_gpus(faiss_index)
+    if not faiss_index.is_trained:
+        # IVF-style indexes learn their coarse quantiser from a random sample of the rows.
+        sample = np.random.default_rng(seed).choice(len(rows), min(len(rows), 256 * 1024), replace=False)
+        faiss_index.train(l2_normalize(rows.take(np.sort(sample))))
+    for _, chunk in progress(list(rows.chunks(chunk_size)), "indexing", total_work=len(rows)):
+        faiss_index.add(l2_normalize(chunk))
+    if hasattr(faiss_index, "nprobe"):
+        faiss_index.nprobe = nprobe
+    else:
+        try:
+            faiss.ParameterSpace().set_index_parameter(faiss_index, "nprobe", nprobe)
+        except RuntimeError:
+            pass  # exact indexes have no nprobe
+    return faiss_index
+
+
+def search_neighbours(
+    rows: FeatureRows,
+    k: int,
+    index: str = "Flat",
+    nprobe: int = 32,
+    device: str = "auto",
+    chunk_size: int = 65536,
+    seed: int = 0,
+) -> np.ndarray:
+    """(N, k) int64 indices of each row's k nearest other rows (self excluded), best first."""
+    n = len(rows)
+    if not 1 <= k < n:
+        raise ConfigError(f"knn.k={k} must be in [1, N-1] for a split of N={n} samples")
+    faiss_index = build_index(rows, index, nprobe, device, chunk_size, seed)
+    out = np.empty((n, k), dtype=np.int64)
+    for start, chunk in progress(list(rows.chunks(chunk_size)), f"mining {k}-NN", total_work=n):
+        _, found = faiss_index.search(l2_normalize(chunk), k + 1)
+        out[start : start + chunk.shape[0]] = drop_self(found, np.arange(start, start + chunk.shape[0]))
+    return out
+
+
+def drop_self(found: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Remove each query's own id from its k+1 results, or the last result if self is absent
+    (exact duplicates can push self out of the list)."""
+    is_self = found == ids[:, None]
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True
+    return found[~is_self].reshape(found.shape[0], found.shape[1] - 1)
+
+
+class NeighbourCache:
+    """kNN arrays on disk: `<dir>/<key>.npy` plus `<key>.json` holding shape and checksum.
+
+    The key covers the view fingerprint, split, k and index, so a regenerated store, another
+    benchmark or another k never reuses a stale file; a truncated or edited file fails the
+    checksum and is rebuilt.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike) -> None:
+        self.dir = Path(cache_dir).expanduser() / "knn"
+
+    def key(self, fingerprint: str, split: str, k: int, index: str) -> str:
+        tag = "".join(ch if ch.isalnum() else "-" for ch in index)
+        return f"{fingerprint}_{split}_k{k}_{tag}_v{CACHE_VERSION}"
+
+    def load(self, key: str, n: int, k: int) -> np.ndarray | None:
+        data, meta = self.dir / f"{key}.npy", self.dir / f"{key}.json"
+        if not (data.exists() and meta.exists()):
+            return None
+        try:
+            info = json.loads(meta.read_text())
+            array = np.load(data, allow_pickle=False)
+        except (OSError, ValueError, EOFError, json.JSONDecodeError):
+            return None
+        if (
+            array.shape != (n, k)
+            or array.dtype != np.int64
+            or info.get("sha1") != _checksum(array)
+            or (array.size and (array.min() < 0 or array.max() >= n))
+        ):
+            return None
+        return array
+
+    def save(self, key: str, array: np.ndarray) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{key}.{os.getpid()}.npy"
+        np.save(tmp, array)
+        os.replace(tmp, self.dir / f"{key}.npy")
+        info = {"shape": list(array.shape), "sha1": _checksum(array)}
+        tmp_meta = self.dir / f".{key}.{os.getpid()}.json"
+        tmp_meta.write_text(json.dumps(info))
+        os.replace(tmp_meta, self.dir / f"{key}.json")
+
+
+def _checksum(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).data).hexdigest()
+
+
+def mine_neighbours(
+    rows: FeatureRows,
+    fingerprint: str,
+    split: str,
+    k: int,
+    cache_dir: str | os.PathLike | None,
+    index: str = "Flat",
+    nprobe: int = 32,
+    device: str = "auto",
+    chunk_size: int = 65536,
+    seed: int = 0,
+) -> tuple[np.ndarray, bool]:
+    """Cached `search_neighbours`; returns (neighbours, whether the cache was used)."""
+    if cache_dir is None:
+        return search_neighbours(rows, k, index, nprobe, device, chunk_size, seed), False
+    cache = NeighbourCache(cache_dir)
+    key = cache.key(fingerprint, split, k, index)
+    cached = cache.load(key, len(rows), k)
+    if cached is not None:
+        return cached, True
+    found = search_neighbours(rows, k, index, nprobe, device, chunk_size, seed)
+    cache.save(key, found)
+    return found, False

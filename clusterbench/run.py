@@ -1,0 +1,104 @@
+"""One clustering run: view -> (neighbours) -> method -> predictions -> metrics -> results.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from lightning.pytorch import seed_everything
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from clusterbench.errors import ConfigError
+from clusterbench.metrics import evaluate
+from clusterbench.neighbours import mine_neighbours
+from clusterbench.plots import confidence_histogram, reliability_diagram
+from clusterbench.results import library_versions, print_metrics, write_json_atomic
+from clusterbench.task import ClusteringTask
+from clusterbench.tracking import build_loggers, close_loggers, log_run
+from clusterbench.view import BenchmarkView
+
+
+def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
+    k = view.num_classes if requested is None else int(requested)
+    if k < 2:
+        raise ConfigError(f"method.num_clusters={k}: clustering needs at least 2 clusters")
+    if len(view.train_labels) < k:
+        raise ConfigError(
+            f"dataset {view.name} has {len(view.train_labels)} training samples, fewer than "
+            f"num_clusters={k}; lower method.num_clusters or use more data"
+        )
+    return k
+
+
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
+    """Run the configured method on the configured dataset; return the results payload."""
+    console = console or Console()
+    timings: dict[str, float] = {}
+    seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    start = time.perf_counter()
+    view: BenchmarkView = instantiate(cfg.dataset, _convert_="all")
+    timings["load_dataset_s"] = time.perf_counter() - start
+    method = instantiate(cfg.method, _convert_="all")
+    num_clusters = resolve_num_clusters(cfg.method.get("num_clusters"), view)
+
+    def neighbours() -> np.ndarray:
+        t0 = time.perf_counter()
+        found, cached = mine_neighbours(
+            view.train, view.fingerprint, "train", int(cfg.knn.k), cfg.paths.cache_dir,
+            index=cfg.knn.index, nprobe=int(cfg.knn.nprobe), device=cfg.device,
+            chunk_size=int(cfg.knn.chunk_size), seed=int(cfg.seed),
+        )
+        timings["knn_s"] = time.perf_counter() - t0
+        task.info["knn_from_cache"] = cached
+        return found
+
+    loggers = build_loggers(cfg.get("logger"))
+    task = ClusteringTask(
+        view=view, num_clusters=num_clusters, seed=int(cfg.seed), device=cfg.device,
+        run_dir=run_dir, neighbours_fn=neighbours, loggers=loggers, trainer_cfg=cfg.get("trainer"),
+    )
+    status = "failed"
+    try:
+        console.print(f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train_labels):,} train / "
+                      f"{len(view.val_labels):,} val samples, {view.num_classes} classes, "
+                      f"{num_clusters} clusters, dim {view.dim}")
+        t0 = time.perf_counter()
+        predictions = method.fit_predict(task)
+        timings["fit_predict_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        evaluation = evaluate(predictions, view.val_labels, view.num_classes, view.val_label_sets)
+        timings["evaluate_s"] = time.perf_counter() - t0
+        metrics = evaluation["metrics"]
+        artefacts = {}
+        if predictions.confidence is not None:
+            title = f"{method.name} on {view.name}"
+            artefacts["reliability_png"] = reliability_diagram(
+                evaluation["reliability"], metrics["ece"], run_dir / "reliability.png", title).name
+            artefacts["confidence_png"] = confidence_histogram(
+                predictions.confidence, run_dir / "confidence_hist.png", title).name
+        timings["total_s"] = time.perf_counter() - start
+        payload = {
+            "method": method.name,
+            "dataset": view.name,
+            "seed": int(cfg.seed),
+            "metrics": metrics,
+            "reliability": evaluation.get("reliability"),
+            "method_info": task.info,
+            "dataset_summary": view.summary(),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "artefacts": artefacts,
+            "versions": library_versions(),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        log_run(loggers, cfg, metrics)
+        write_json_atomic(run_dir / "results.json", payload)  # last: a failed run leaves none
+        status = "success"
+    finally:
+        close_loggers(loggers, status)
+    print_metrics(metrics, f"{method.name} on {view.name} (seed {cfg.seed})", console)
+    console.print(f"results: {run_dir / 'results.json'}")
+    return payload

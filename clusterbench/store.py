@@ -1,0 +1,210 @@
+"""FeatureStore: a directory of precomputed features, opened memory-mapped and validated.
+
+Format (the user's data contract, see README):
+    train.npy, val.npy               float16/float32, shape (N, D)
+    train_labels.npy, val_labels.npy integer, shape (N,), values >= 0
+    classes.txt (optional)           one class id per line, line index = label
+    meta.json (optional)             free-form: extractor, dim, dtype, how it was made
+Features are never read whole: a store larger than RAM is scanned in chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clusterbench.errors import StoreError
+from clusterbench.progress import progress
+
+SPLITS = ("train", "val")
+FEATURE_DTYPES = (np.float16, np.float32)
+# Rows checked for NaN/inf per step: 64k x 1024 fp16 is 128 MB.
+_SCAN_ROWS = 65536
+
+
+@dataclass
+class StoreSplit:
+    """One split: memory-mapped features (N, D) and in-memory integer labels (N,)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+@dataclass
+class FeatureStore:
+    """A validated store directory; `fingerprint` keys every cache derived from it."""
+
+    path: Path
+    train: StoreSplit
+    val: StoreSplit
+    classes: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def dim(self) -> int:
+        return self.train.dim
+
+    @property
+    def num_classes(self) -> int:
+        """Classes named in classes.txt, else 1 + the largest label in either split."""
+        if self.classes is not None:
+            return len(self.classes)
+        top = max(int(self.train.labels.max(initial=-1)), int(self.val.labels.max(initial=-1)))
+        return top + 1
+
+    def split(self, name: str) -> StoreSplit:
+        if name not in SPLITS:
+            raise StoreError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return getattr(self, name)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, check_finite: bool = True) -> FeatureStore:
+        """Open and validate `path`; raise StoreError naming the file and the problem."""
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise StoreError(
+                f"feature store {root} does not exist or is not a directory; expected a "
+                "directory with train.npy, train_labels.npy, val.npy, val_labels.npy"
+            )
+        splits = {name: _open_split(root, name) for name in SPLITS}
+        if splits["train"].dim != splits["val"].dim:
+            raise StoreError(
+                f"{root}: train.npy has dimension {splits['train'].dim} but val.npy has "
+                f"{splits['val'].dim}; both splits must come from the same extractor"
+            )
+        classes = _read_classes(root)
+        if classes is not None:
+            for name, split in splits.items():
+                top = int(split.labels.max(initial=-1))
+                if top >= len(classes):
+                    raise StoreError(
+                        f"{root / f'{name}_labels.npy'}: label {top} is out of range for "
+                        f"classes.txt, which lists {len(classes)} classes (labels must be "
+                        f"< {len(classes)})"
+                    )
+        meta = _read_meta(root)
+        if check_finite:
+            for name, split in splits.items():
+                _check_finite(root / f"{name}.npy", split.features)
+        return cls(
+            path=root,
+            train=splits["train"],
+            val=splits["val"],
+            classes=classes,
+            meta=meta,
+            fingerprint=fingerprint_files([root / f for f in _store_files(root)]),
+        )
+
+
+def _store_files(root: Path) -> list[str]:
+    names = [f"{s}{suffix}" for s in SPLITS for suffix in (".npy", "_labels.npy")]
+    return names + [n for n in ("classes.txt",) if (root / n).exists()]
+
+
+def _load_npy(file: Path, mmap: bool) -> np.ndarray:
+    if not file.is_file():
+        raise StoreError(f"missing file {file}; a feature store needs it (see README: Feature store)")
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise StoreError(f"{file} is not a readable .npy array ({exc})") from None
+
+
+def _open_split(root: Path, name: str) -> StoreSplit:
+    feat_file, label_file = root / f"{name}.npy", root / f"{name}_labels.npy"
+    features = _load_npy(feat_file, mmap=True)
+    if features.ndim != 2:
+        raise StoreError(
+            f"{feat_file}: expected a 2-D array (N samples x D dims), found shape {features.shape}"
+        )
+    if features.dtype not in FEATURE_DTYPES:
+        raise StoreError(f"{feat_file}: expected float16 or float32 features, found {features.dtype}")
+    if features.shape[0] == 0:
+        raise StoreError(f"{feat_file}: holds no samples (shape {features.shape})")
+    labels = _load_npy(label_file, mmap=False)
+    if labels.ndim != 1:
+        raise StoreError(f"{label_file}: expected a 1-D array of N labels, found shape {labels.shape}")
+    if labels.shape[0] != features.shape[0]:
+        raise StoreError(
+            f"{label_file}: has {labels.shape[0]} labels but {feat_file.name} has "
+            f"{features.shape[0]} rows; expected one label per feature row"
+        )
+    if labels.dtype.kind not in "iu":
+        raise StoreError(
+            f"{label_file}: expected integer labels (int64), found dtype {labels.dtype}"
+        )
+    if labels.size and int(labels.min()) < 0:
+        bad = int((labels < 0).sum())
+        raise StoreError(
+            f"{label_file}: {bad} labels are negative (min {int(labels.min())}); expected "
+            "class indices >= 0"
+        )
+    return StoreSplit(features=features, labels=labels.astype(np.int64, copy=False))
+
+
+def _check_finite(file: Path, features: np.ndarray) -> None:
+    bad_rows = 0
+    n = features.shape[0]
+    for start in progress(range(0, n, _SCAN_ROWS), f"checking {file.name}", total_work=n):
+        chunk = np.asarray(features[start : start + _SCAN_ROWS])
+        bad_rows += int((~np.isfinite(chunk)).any(axis=1).sum())
+    if bad_rows:
+        raise StoreError(
+            f"{file}: {bad_rows} of {n} rows contain NaN or inf values; features must be finite"
+        )
+
+
+def _read_classes(root: Path) -> list[str] | None:
+    file = root / "classes.txt"
+    if not file.exists():
+        return None
+    classes = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    if not classes:
+        raise StoreError(f"{file} is empty; expected one class id per line")
+    if len(set(classes)) != len(classes):
+        raise StoreError(f"{file} lists a class id twice; expected unique ids, one per line")
+    return classes
+
+
+def _read_meta(root: Path) -> dict:
+    file = root / "meta.json"
+    if not file.exists():
+        return {}
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{file} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{file}: expected a JSON object, found {type(meta).__name__}")
+    return meta
+
+
+def fingerprint_files(files: list[Path], sample_bytes: int = 1 << 20) -> str:
+    """Cheap content fingerprint: names, sizes, and the first/last MiB of each file.
+
+    Hashing 22 GB of features on every run would cost minutes; size plus head and tail
+    catch rewrites, truncation and regenerated stores in practice.
+    """
+    digest = hashlib.sha1()
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with open(file, "rb") as fh:
+            digest.update(fh.read(sample_bytes))
+            if size > sample_bytes:
+                fh.seek(max(size - sample_bytes, sample_bytes))
+                digest.update(fh.read(sample_bytes))
+    return digest.hexdigest()[:16]

@@ -1,0 +1,46 @@
+"""ClusteringTask: everything a method receives, so new methods never touch the entry point.
+
+A method is any object with `fit_predict(task) -> Predictions` (built by Hydra from
+`conf/method/*.yaml`). It may read neighbours (mined lazily, cached), log through the run's
+loggers, build a Lightning Trainer from `trainer_cfg`, and record facts in `info`, which
+lands in results.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from clusterbench.predictions import Predictions
+from clusterbench.view import BenchmarkView
+
+
+@dataclass
+class ClusteringTask:
+    view: BenchmarkView
+    num_clusters: int
+    seed: int
+    device: str
+    run_dir: Path
+    neighbours_fn: Callable[[], np.ndarray]
+    loggers: list[Any] = field(default_factory=list)
+    trainer_cfg: Any = None
+    info: dict = field(default_factory=dict)
+    _neighbours: np.ndarray | None = None
+
+    @property
+    def neighbours(self) -> np.ndarray:
+        """(N_train, k) int64 nearest neighbours of the train split, mined on first use."""
+        if self._neighbours is None:
+            self._neighbours = self.neighbours_fn()
+        return self._neighbours
+
+
+class ClusteringMethod(Protocol):
+    name: str
+
+    def fit_predict(self, task: ClusteringTask) -> Predictions: ...

@@ -1,0 +1,143 @@
+"""BenchmarkView: a subset and relabelling of a FeatureStore, without copying features.
+
+Every benchmark (the whole store, a frequency band, coarse labels, leaf classes, ...) is a
+view: index arrays into the store's splits, labels in the benchmark's own label space, and
+optional multi-label sets S_L for the validation samples (section 4.4 of the paper).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from clusterbench.store import FeatureStore
+
+
+class FeatureRows:
+    """Rows of a memory-mapped (N, D) matrix, optionally restricted to an index array."""
+
+    def __init__(self, features: np.ndarray, index: np.ndarray | None = None) -> None:
+        self._features = features
+        self._index = None if index is None else np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._features.shape[0] if self._index is None else self._index.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self._features.shape[1])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """float32 copy of the given view rows (sorted reads keep memory-mapped I/O sequential)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        source = rows if self._index is None else self._index[rows]
+        order = np.argsort(source, kind="stable")
+        out = np.empty((rows.shape[0], self.dim), dtype=np.float32)
+        out[order] = self._features[source[order]]
+        return out
+
+    def chunk(self, start: int, stop: int) -> np.ndarray:
+        """float32 copy of view rows [start, stop)."""
+        if self._index is None:
+            return np.array(self._features[start:stop], dtype=np.float32)  # writable copy
+        return self.take(np.arange(start, stop))
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(self), size):
+            yield start, self.chunk(start, min(start + size, len(self)))
+
+    def to_numpy(self) -> np.ndarray:
+        """The whole view as float32 in RAM; only for data known to fit."""
+        return self.chunk(0, len(self))
+
+
+@dataclass
+class LabelSets:
+    """Per-sample label sets in CSR form: sample i may be any of indices[indptr[i]:indptr[i+1]]."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    @classmethod
+    def from_class_sets(cls, labels: np.ndarray, class_sets: list[list[int]]) -> LabelSets:
+        """Expand per-class sets (e.g. GT plus ancestors) to per-sample sets."""
+        sizes = np.array([len(s) for s in class_sets], dtype=np.int64)
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in class_sets])
+        class_ptr = np.concatenate([[0], np.cumsum(sizes)])
+        counts = sizes[labels]
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        # Positions of each sample's class set inside `flat`, gathered without a Python loop.
+        starts = np.repeat(class_ptr[labels], counts)
+        offsets = np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts)
+        return cls(indptr=indptr, indices=flat[starts + offsets])
+
+
+@dataclass
+class BenchmarkView:
+    """What a method and the evaluation see: train/val rows and labels of one benchmark."""
+
+    name: str
+    store: FeatureStore
+    train_labels: np.ndarray
+    val_labels: np.ndarray
+    num_classes: int
+    train_index: np.ndarray | None = None
+    val_index: np.ndarray | None = None
+    class_names: list[str] | None = None
+    val_label_sets: LabelSets | None = None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> FeatureRows:
+        return FeatureRows(self.store.train.features, self.train_index)
+
+    @property
+    def val(self) -> FeatureRows:
+        return FeatureRows(self.store.val.features, self.val_index)
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    @property
+    def fingerprint(self) -> str:
+        """Store fingerprint plus the view definition: keys the kNN cache of this view."""
+        key = f"{self.store.fingerprint}|{self.name}|{sorted(self.params.items())}"
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    @classmethod
+    def whole(cls, store: FeatureStore, name: str) -> BenchmarkView:
+        """The store as it is: every sample, the store's own labels."""
+        return cls(
+            name=name,
+            store=store,
+            train_labels=store.train.labels,
+            val_labels=store.val.labels,
+            num_classes=store.num_classes,
+            class_names=store.classes,
+        )
+
+    def summary(self) -> dict:
+        counts = np.bincount(self.train_labels, minlength=self.num_classes)
+        present = counts[counts > 0]
+        return {
+            "name": self.name,
+            "store": str(self.store.path),
+            "num_classes": int(self.num_classes),
+            "num_train": len(self.train_labels),
+            "num_val": len(self.val_labels),
+            "dim": self.dim,
+            "train_class_frequency": {
+                "min": int(present.min()) if present.size else 0,
+                "median": float(np.median(present)) if present.size else 0.0,
+                "max": int(present.max()) if present.size else 0,
+            },
+            "imbalance_ratio": float(present.max() / present.min()) if present.size else 0.0,
+            "has_label_sets": self.val_label_sets is not None,
+        }
