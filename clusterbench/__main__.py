@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> dict | None:
     try:
         return run(cfg, Path(HydraConfig.get().runtime.output_dir), console)
     except (ClusterbenchError, OmegaConfBaseException) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, greppable in job logs
         sys.exit(2)
 
 

@@ -22,8 +22,10 @@ def synthetic(cache_dir: str, name: str = "synthetic", **params) -> BenchmarkVie
     superclass), so top1->L measures correctness at the superclass level."""
     unknown = set(params) - set(SyntheticSpec.__dataclass_fields__)
     if unknown:
-        raise ConfigError(f"unknown synthetic dataset parameter(s) {sorted(unknown)}; "
-                          f"expected some of {sorted(SyntheticSpec.__dataclass_fields__)}")
+        raise ConfigError(
+            f"unknown synthetic dataset parameter(s) {sorted(unknown)}; "
+            f"expected some of {sorted(SyntheticSpec.__dataclass_fields__)}"
+        )
     spec = SyntheticSpec(**params)
     path = materialize(spec, cache_dir)
     view = BenchmarkView.whole(FeatureStore.open(path), name)
@@ -35,15 +37,24 @@ def synthetic(cache_dir: str, name: str = "synthetic", **params) -> BenchmarkVie
     return view
 
 
-def store(path: str | None, name: str = "custom", source: str | None = None,
-          extractor: str | None = None, check_finite: bool = True) -> BenchmarkView:
+def store(
+    path: str | None,
+    name: str = "custom",
+    source: str | None = None,
+    extractor: str | None = None,
+    check_finite: bool = True,
+) -> BenchmarkView:
     """A store directory as one benchmark: all samples, the store's labels."""
     if not path:
-        raise ConfigError("dataset.path is not set; run e.g. `python -m clusterbench "
-                          "dataset=custom dataset.path=/path/to/store`")
+        raise ConfigError(
+            "dataset.path is not set; run e.g. `python -m clusterbench "
+            "dataset=custom dataset.path=/path/to/store`"
+        )
     if extractor == "none" and source:
-        raise ConfigError(f"dataset={name} reads features of a named extractor; add e.g. "
-                          f"extractor=ibot_vitl (see conf/extractor/)")
+        raise ConfigError(
+            f"dataset={name} reads features of a named extractor; add e.g. "
+            f"extractor=ibot_vitl (see conf/extractor/)"
+        )
     root = Path(path).expanduser()
     if source and not root.is_dir():
         raise ConfigError(

@@ -22,7 +22,9 @@ from clusterbench.view import LabelSets
 ECE_BINS = 15
 
 
-def hungarian_mapping(top1: np.ndarray, labels: np.ndarray, num_clusters: int, num_classes: int) -> np.ndarray:
+def hungarian_mapping(
+    top1: np.ndarray, labels: np.ndarray, num_clusters: int, num_classes: int
+) -> np.ndarray:
     """(num_clusters,) class assigned to each cluster by maximum-overlap matching, -1 if none."""
     overlap = coo_matrix(
         (np.ones(top1.shape[0], dtype=np.int64), (top1, labels)), shape=(num_clusters, num_classes)
@@ -101,7 +103,10 @@ def evaluate(
         metrics["mean_confidence"] = float(conf.mean())
         metrics["ece"] = float(
             binary_calibration_error(
-                torch.from_numpy(conf), torch.from_numpy(correct.astype(np.int64)), n_bins=ECE_BINS, norm="l1"
+                torch.from_numpy(conf),
+                torch.from_numpy(correct.astype(np.int64)),
+                n_bins=ECE_BINS,
+                norm="l1",
             )
         )
         extras["reliability"] = reliability(conf, correct)

@@ -32,18 +32,24 @@ def use_gpu(device: str) -> bool:
     """GPU faiss when asked ("cuda") or when available and device is "auto"."""
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     if device == "cuda" and gpus == 0:
-        raise ConfigError("device=cuda but this faiss build sees no GPU; install faiss-gpu or use device=cpu")
+        raise ConfigError(
+            "device=cuda but this faiss build sees no GPU; install faiss-gpu or use device=cpu"
+        )
     return device in ("cuda", "auto") and gpus > 0
 
 
-def build_index(rows: FeatureRows, index: str, nprobe: int, device: str, chunk_size: int, seed: int):
+def build_index(
+    rows: FeatureRows, index: str, nprobe: int, device: str, chunk_size: int, seed: int
+):
     """A faiss inner-product index over the L2-normalised rows, filled in chunks."""
     faiss_index = faiss.index_factory(rows.dim, index, faiss.METRIC_INNER_PRODUCT)
     if use_gpu(device):
         faiss_index = faiss.index_cpu_to_all_gpus(faiss_index)
     if not faiss_index.is_trained:
         # IVF-style indexes learn their coarse quantiser from a random sample of the rows.
-        sample = np.random.default_rng(seed).choice(len(rows), min(len(rows), 256 * 1024), replace=False)
+        sample = np.random.default_rng(seed).choice(
+            len(rows), min(len(rows), 256 * 1024), replace=False
+        )
         faiss_index.train(l2_normalize(rows.take(np.sort(sample))))
     for _, chunk in progress(list(rows.chunks(chunk_size)), "indexing", total_work=len(rows)):
         faiss_index.add(l2_normalize(chunk))
@@ -74,7 +80,9 @@ def search_neighbours(
     out = np.empty((n, k), dtype=np.int64)
     for start, chunk in progress(list(rows.chunks(chunk_size)), f"mining {k}-NN", total_work=n):
         _, found = faiss_index.search(l2_normalize(chunk), k + 1)
-        out[start : start + chunk.shape[0]] = drop_self(found, np.arange(start, start + chunk.shape[0]))
+        out[start : start + chunk.shape[0]] = drop_self(
+            found, np.arange(start, start + chunk.shape[0])
+        )
     return out
 
 

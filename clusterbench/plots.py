@@ -17,11 +17,24 @@ def reliability_diagram(reliability: dict, ece: float, path: Path, title: str) -
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.bar(centres, np.where(count > 0, acc, 0), width=width, edgecolor="black", label="accuracy")
-    ax.bar(centres, np.where(count > 0, centres - acc, 0), bottom=np.where(count > 0, acc, 0),
-           width=width, color="tab:red", alpha=0.3, edgecolor="tab:red", label="gap")
+    ax.bar(
+        centres,
+        np.where(count > 0, centres - acc, 0),
+        bottom=np.where(count > 0, acc, 0),
+        width=width,
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        label="gap",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-           title=f"{title}\nECE = {100 * ece:.2f} %")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence",
+        ylabel="accuracy",
+        title=f"{title}\nECE = {100 * ece:.2f} %",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -31,8 +44,15 @@ def reliability_diagram(reliability: dict, ece: float, path: Path, title: str) -
 
 def confidence_histogram(confidence: np.ndarray, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(4, 3))
-    ax.hist(confidence, bins=30, range=(0, 1), weights=np.full(len(confidence), 1 / max(len(confidence), 1)))
-    ax.axvline(float(np.mean(confidence)), color="k", ls="--", label=f"mean {np.mean(confidence):.3f}")
+    ax.hist(
+        confidence,
+        bins=30,
+        range=(0, 1),
+        weights=np.full(len(confidence), 1 / max(len(confidence), 1)),
+    )
+    ax.axvline(
+        float(np.mean(confidence)), color="k", ls="--", label=f"mean {np.mean(confidence):.3f}"
+    )
     ax.set(xlabel="max softmax probability", ylabel="fraction of samples", title=title)
     ax.legend()
     fig.tight_layout()

@@ -27,6 +27,8 @@ class Predictions:
         if self.topk.ndim == 1:
             self.topk = self.topk[:, None]
         if self.topk.shape[0] != self.top1.shape[0]:
-            raise ValueError(f"topk has {self.topk.shape[0]} rows but top1 has {self.top1.shape[0]}")
+            raise ValueError(
+                f"topk has {self.topk.shape[0]} rows but top1 has {self.top1.shape[0]}"
+            )
         if self.confidence is not None:
             self.confidence = np.asarray(self.confidence, dtype=np.float64)

@@ -12,9 +12,30 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-LIBRARIES = ("clusterbench", "torch", "lightning", "faiss-cpu", "faiss-gpu", "numpy", "scipy",
-             "scikit-learn", "torchmetrics", "hydra-core", "timm", "open_clip_torch")
-METRIC_ORDER = ("acc", "nmi", "ari", "top5_acc", "top1_L_acc", "top5_L_acc", "mean_confidence", "ece")
+LIBRARIES = (
+    "clusterbench",
+    "torch",
+    "lightning",
+    "faiss-cpu",
+    "faiss-gpu",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torchmetrics",
+    "hydra-core",
+    "timm",
+    "open_clip_torch",
+)
+METRIC_ORDER = (
+    "acc",
+    "nmi",
+    "ari",
+    "top5_acc",
+    "top1_L_acc",
+    "top5_L_acc",
+    "mean_confidence",
+    "ece",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -49,7 +70,9 @@ def print_metrics(metrics: dict, title: str, console: Console | None = None) -> 
     table.add_column("value", justify="right")
     for key in METRIC_ORDER:
         if key in metrics:
-            table.add_row(key, f"{100 * metrics[key]:.2f} %" if key != "ece" else f"{metrics[key]:.4f}")
+            table.add_row(
+                key, f"{100 * metrics[key]:.2f} %" if key != "ece" else f"{metrics[key]:.4f}"
+            )
     for key in ("num_clusters", "num_classes", "empty_clusters"):
         if key in metrics:
             table.add_row(key, str(metrics[key]))

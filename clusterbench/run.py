@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from clusterbench.errors import ConfigError
+from clusterbench.errors import ClusterbenchError, ConfigError
 from clusterbench.metrics import evaluate
 from clusterbench.neighbours import mine_neighbours
 from clusterbench.plots import confidence_histogram, reliability_diagram
@@ -19,6 +21,16 @@ from clusterbench.results import library_versions, print_metrics, write_json_ato
 from clusterbench.task import ClusteringTask
 from clusterbench.tracking import build_loggers, close_loggers, log_run
 from clusterbench.view import BenchmarkView
+
+
+def build(node: DictConfig) -> Any:
+    """Hydra instantiate, surfacing our own errors instead of Hydra's wrapper around them."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ClusterbenchError):
+            raise exc.__cause__ from None
+        raise
 
 
 def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
@@ -40,17 +52,24 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     start = time.perf_counter()
-    view: BenchmarkView = instantiate(cfg.dataset, _convert_="all")
+    view: BenchmarkView = build(cfg.dataset)
     timings["load_dataset_s"] = time.perf_counter() - start
-    method = instantiate(cfg.method, _convert_="all")
+    method = build(cfg.method)
     num_clusters = resolve_num_clusters(cfg.method.get("num_clusters"), view)
 
     def neighbours() -> np.ndarray:
         t0 = time.perf_counter()
         found, cached = mine_neighbours(
-            view.train, view.fingerprint, "train", int(cfg.knn.k), cfg.paths.cache_dir,
-            index=cfg.knn.index, nprobe=int(cfg.knn.nprobe), device=cfg.device,
-            chunk_size=int(cfg.knn.chunk_size), seed=int(cfg.seed),
+            view.train,
+            view.fingerprint,
+            "train",
+            int(cfg.knn.k),
+            cfg.paths.cache_dir,
+            index=cfg.knn.index,
+            nprobe=int(cfg.knn.nprobe),
+            device=cfg.device,
+            chunk_size=int(cfg.knn.chunk_size),
+            seed=int(cfg.seed),
         )
         timings["knn_s"] = time.perf_counter() - t0
         task.info["knn_from_cache"] = cached
@@ -58,14 +77,22 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
 
     loggers = build_loggers(cfg.get("logger"))
     task = ClusteringTask(
-        view=view, num_clusters=num_clusters, seed=int(cfg.seed), device=cfg.device,
-        run_dir=run_dir, neighbours_fn=neighbours, loggers=loggers, trainer_cfg=cfg.get("trainer"),
+        view=view,
+        num_clusters=num_clusters,
+        seed=int(cfg.seed),
+        device=cfg.device,
+        run_dir=run_dir,
+        neighbours_fn=neighbours,
+        loggers=loggers,
+        trainer_cfg=cfg.get("trainer"),
     )
     status = "failed"
     try:
-        console.print(f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train_labels):,} train / "
-                      f"{len(view.val_labels):,} val samples, {view.num_classes} classes, "
-                      f"{num_clusters} clusters, dim {view.dim}")
+        console.print(
+            f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train_labels):,} train / "
+            f"{len(view.val_labels):,} val samples, {view.num_classes} classes, "
+            f"{num_clusters} clusters, dim {view.dim}"
+        )
         t0 = time.perf_counter()
         predictions = method.fit_predict(task)
         timings["fit_predict_s"] = time.perf_counter() - t0
@@ -77,9 +104,11 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
         if predictions.confidence is not None:
             title = f"{method.name} on {view.name}"
             artefacts["reliability_png"] = reliability_diagram(
-                evaluation["reliability"], metrics["ece"], run_dir / "reliability.png", title).name
+                evaluation["reliability"], metrics["ece"], run_dir / "reliability.png", title
+            ).name
             artefacts["confidence_png"] = confidence_histogram(
-                predictions.confidence, run_dir / "confidence_hist.png", title).name
+                predictions.confidence, run_dir / "confidence_hist.png", title
+            ).name
         timings["total_s"] = time.perf_counter() - start
         payload = {
             "method": method.name,

@@ -116,7 +116,9 @@ def _store_files(root: Path) -> list[str]:
 
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:
     if not file.is_file():
-        raise StoreError(f"missing file {file}; a feature store needs it (see README: Feature store)")
+        raise StoreError(
+            f"missing file {file}; a feature store needs it (see README: Feature store)"
+        )
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -131,12 +133,16 @@ def _open_split(root: Path, name: str) -> StoreSplit:
             f"{feat_file}: expected a 2-D array (N samples x D dims), found shape {features.shape}"
         )
     if features.dtype not in FEATURE_DTYPES:
-        raise StoreError(f"{feat_file}: expected float16 or float32 features, found {features.dtype}")
+        raise StoreError(
+            f"{feat_file}: expected float16 or float32 features, found {features.dtype}"
+        )
     if features.shape[0] == 0:
         raise StoreError(f"{feat_file}: holds no samples (shape {features.shape})")
     labels = _load_npy(label_file, mmap=False)
     if labels.ndim != 1:
-        raise StoreError(f"{label_file}: expected a 1-D array of N labels, found shape {labels.shape}")
+        raise StoreError(
+            f"{label_file}: expected a 1-D array of N labels, found shape {labels.shape}"
+        )
     if labels.shape[0] != features.shape[0]:
         raise StoreError(
             f"{label_file}: has {labels.shape[0]} labels but {feat_file.name} has "

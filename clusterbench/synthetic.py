@@ -61,7 +61,9 @@ class SyntheticSpec:
         if self.dim < 2:
             raise ConfigError(f"dataset.dim must be >= 2, got {self.dim}")
         if self.imbalance < 1:
-            raise ConfigError(f"dataset.imbalance is a max/min count ratio >= 1, got {self.imbalance}")
+            raise ConfigError(
+                f"dataset.imbalance is a max/min count ratio >= 1, got {self.imbalance}"
+            )
         if self.max_modes < 1:
             raise ConfigError(f"dataset.max_modes must be >= 1, got {self.max_modes}")
         if self.noise < 0:
@@ -73,7 +75,9 @@ class SyntheticSpec:
         return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
-def class_counts(total: int, num_classes: int, imbalance: float, rng: np.random.Generator) -> np.ndarray:
+def class_counts(
+    total: int, num_classes: int, imbalance: float, rng: np.random.Generator
+) -> np.ndarray:
     """Exponentially decaying class sizes (ratio `imbalance`), in random class order, sum = total."""
     profile = imbalance ** (-np.arange(num_classes) / max(num_classes - 1, 1))
     counts = np.maximum(1, np.floor(profile / profile.sum() * total)).astype(np.int64)
@@ -128,7 +132,9 @@ def generate(spec: SyntheticSpec) -> dict[str, np.ndarray]:
         modes.append(centres[c] + walk)
     train_counts = class_counts(spec.num_train, spec.num_classes, spec.imbalance, rng)
     # Validation follows the training histogram, as a held-out split of a real dataset does.
-    val_counts = np.maximum(1, np.round(train_counts / train_counts.sum() * spec.num_val)).astype(np.int64)
+    val_counts = np.maximum(1, np.round(train_counts / train_counts.sum() * spec.num_val)).astype(
+        np.int64
+    )
     train, train_labels = _sample_split(train_counts, modes, spec, rng)
     val, val_labels = _sample_split(val_counts, modes, spec, rng)
     return {
@@ -154,8 +160,13 @@ def materialize(spec: SyntheticSpec, cache_dir: str | os.PathLike) -> Path:
         (tmp / "classes.txt").write_text(
             "".join(f"s{s:02d}_c{c:03d}\n" for c, s in enumerate(arrays["superclasses"]))
         )
-        meta = {"extractor": "synthetic", "dim": spec.dim, "dtype": "float32",
-                "made_by": "clusterbench.synthetic", "spec": asdict(spec)}
+        meta = {
+            "extractor": "synthetic",
+            "dim": spec.dim,
+            "dtype": "float32",
+            "made_by": "clusterbench.synthetic",
+            "spec": asdict(spec),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             os.replace(tmp, root)

@@ -40,17 +40,27 @@ class SphericalKMeans:
     def fit(self, task: ClusteringTask) -> SphericalKMeans:
         k, rows = task.num_clusters, task.view.train
         if self.niter < 1 or self.nredo < 1:
-            raise ConfigError(f"method.niter and method.nredo must be >= 1, got {self.niter}, {self.nredo}")
+            raise ConfigError(
+                f"method.niter and method.nredo must be >= 1, got {self.niter}, {self.nredo}"
+            )
         if len(rows) < k:
             raise ConfigError(f"{len(rows)} training samples are fewer than num_clusters={k}")
         # Load only the sample faiss would train on anyway (it subsamples above this size).
         budget = k * self.max_points_per_centroid
         rng = np.random.default_rng(task.seed)
-        sample = np.sort(rng.choice(len(rows), budget, replace=False)) if len(rows) > budget else None
+        sample = (
+            np.sort(rng.choice(len(rows), budget, replace=False)) if len(rows) > budget else None
+        )
         x = l2_normalize(rows.take(sample) if sample is not None else rows.to_numpy())
         km = faiss.Kmeans(
-            x.shape[1], k, niter=self.niter, nredo=self.nredo, spherical=True, seed=task.seed,
-            max_points_per_centroid=self.max_points_per_centroid, gpu=use_gpu(task.device),
+            x.shape[1],
+            k,
+            niter=self.niter,
+            nredo=self.nredo,
+            spherical=True,
+            seed=task.seed,
+            max_points_per_centroid=self.max_points_per_centroid,
+            gpu=use_gpu(task.device),
             verbose=self.verbose,
         )
         start = time.perf_counter()
@@ -76,7 +86,9 @@ class SphericalKMeans:
         index = faiss.IndexFlatIP(self.centroids.shape[1])
         index.add(self.centroids)
         out = np.empty((len(rows), topk), dtype=np.int64)
-        for start, chunk in progress(list(rows.chunks(self.chunk_size)), "assigning", total_work=len(rows)):
+        for start, chunk in progress(
+            list(rows.chunks(self.chunk_size)), "assigning", total_work=len(rows)
+        ):
             out[start : start + chunk.shape[0]] = index.search(l2_normalize(chunk), topk)[1]
         return Predictions(top1=out[:, 0], topk=out, num_clusters=k)
 

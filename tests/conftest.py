@@ -1,0 +1,81 @@
+"""Shared fixtures: small feature stores on disk and composed Hydra configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from clusterbench.__main__ import CONFIG_DIR
+
+os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def write_store(
+    root: Path,
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    val: np.ndarray,
+    val_labels: np.ndarray,
+    classes: list[str] | None = None,
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "train.npy", train)
+    np.save(root / "train_labels.npy", train_labels)
+    np.save(root / "val.npy", val)
+    np.save(root / "val_labels.npy", val_labels)
+    if classes is not None:
+        (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root
+
+
+def blobs(n_per_class: int, num_classes: int, dim: int, seed: int, spread: float = 0.05):
+    """Well-separated directions on the sphere: an easy case every method must solve."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((num_classes, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(num_classes), n_per_class)
+    x = centres[labels] + spread * rng.standard_normal((labels.size, dim))
+    order = rng.permutation(labels.size)
+    return x[order].astype(np.float32), labels[order].astype(np.int64)
+
+
+@pytest.fixture
+def easy_store(tmp_path: Path) -> Path:
+    train, train_labels = blobs(60, 8, 16, seed=0)
+    val, val_labels = blobs(20, 8, 16, seed=0)
+    return write_store(
+        tmp_path / "store",
+        train,
+        train_labels,
+        val,
+        val_labels,
+        classes=[f"n{i:08d}" for i in range(8)],
+    )
+
+
+def compose_config(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """The config `python -m clusterbench <overrides>` would run, with outputs in tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per test session, so the synthetic default is generated once."""
+    return tmp_path_factory.getbasetemp() / "cache"

@@ -1,0 +1,150 @@
+"""`python -m clusterbench` end to end: results files, clear errors, loggers, multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from clusterbench.run import run
+from tests.conftest import compose_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "CLUSTERBENCH_PROGRESS": "0",
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "clusterbench", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_custom_store_writes_results(easy_store, tmp_path):
+    out = tmp_path / "out"
+    proc = cli(
+        "method=kmeans",
+        "dataset=custom",
+        f"dataset.path={easy_store}",
+        "logger=csv",
+        f"hydra.run.dir={out}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "results.json").read_text())
+    assert result["metrics"]["acc"] == 1.0
+    for key in ("acc", "nmi", "ari", "top5_acc"):
+        assert 0.0 <= result["metrics"][key] <= 1.0
+    assert result["dataset_summary"]["num_train"] == 480
+    assert result["method_info"]["kmeans_iterations_run"] >= 1
+    assert "torch" in result["versions"] and result["seed"] == 0
+    assert result["config"]["dataset"]["path"] == str(easy_store)
+    assert list((out / "csv").rglob("metrics.csv"))
+    assert "acc" in proc.stdout
+
+
+def test_bad_store_fails_cleanly_without_results(easy_store, tmp_path):
+    train = np.load(easy_store / "train.npy")
+    train[:3] = np.nan
+    np.save(easy_store / "train.npy", train)
+    out = tmp_path / "out"
+    proc = cli(
+        "dataset=custom",
+        f"dataset.path={easy_store}",
+        "logger=none",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "3 of 480 rows contain NaN or inf" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (out / "results.json").exists()
+
+
+def test_missing_path_and_missing_features_are_explained(tmp_path):
+    proc = cli("dataset=custom", "logger=none", f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "dataset.path is not set" in proc.stderr
+    proc = cli(
+        "dataset=in1k",
+        "extractor=ibot_vitl",
+        f"paths.features_root={tmp_path}",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'b'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert (
+        f"no features for dataset=in1k extractor=ibot_vitl at {tmp_path}/in1k/ibot_vitl"
+        in proc.stderr
+    )
+    assert not (tmp_path / "b" / "results.json").exists()
+
+
+def test_too_many_clusters_is_an_error(easy_store, tmp_path):
+    proc = cli(
+        "dataset=custom",
+        f"dataset.path={easy_store}",
+        "method.num_clusters=5000",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'o'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "fewer than num_clusters=5000" in proc.stderr
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_wandb_offline_run_is_written(easy_store, tmp_path):
+    out = tmp_path / "out"
+    proc = cli(
+        "dataset=custom",
+        f"dataset.path={easy_store}",
+        "logger=wandb",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_multirun_with_local_launcher(easy_store, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli(
+        "--multirun",
+        "hydra/launcher=local",
+        "seed=0,1",
+        "dataset=custom",
+        f"dataset.path={easy_store}",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = sorted(sweep.rglob("results.json"))
+    assert len(results) == 2
+    assert sorted(json.loads(p.read_text())["seed"] for p in results) == [0, 1]
+
+
+def test_default_synthetic_run_in_process(cache_dir, tmp_path):
+    cfg = compose_config(tmp_path, ["logger=none", f"paths.cache_dir={cache_dir}"])
+    payload = run(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["metrics"] == payload["metrics"]
+    m = saved["metrics"]
+    assert {"acc", "nmi", "ari", "top5_acc", "top1_L_acc", "top5_L_acc"} <= set(m)
+    assert m["top1_L_acc"] >= m["acc"] and m["top5_acc"] >= m["acc"]
+    assert saved["dataset_summary"]["imbalance_ratio"] > 5
