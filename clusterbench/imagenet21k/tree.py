@@ -210,9 +210,10 @@ def read_tree_file(path: str | os.PathLike[str]) -> Tree:
     except ValueError as exc:
         raise TreeFileError(f"{path}: bad label column ({exc})") from None
     num_classes = int((labels >= 0).sum())
-    if not np.array_equal(labels[:num_classes], np.arange(num_classes)) or (
-        labels[num_classes:] != -1
-    ).any():
+    if (
+        not np.array_equal(labels[:num_classes], np.arange(num_classes))
+        or (labels[num_classes:] != -1).any()
+    ):
         raise TreeFileError(f"{path}: class rows must come first with labels 0..C-1 in order")
     try:
         return Tree(
@@ -227,9 +228,7 @@ def read_tree_file(path: str | os.PathLike[str]) -> Tree:
         raise TreeFileError(f"{path}: {exc}") from None
 
 
-def write_tree_file(
-    path: str | os.PathLike[str], tree: Tree, comments: Iterable[str] = ()
-) -> None:
+def write_tree_file(path: str | os.PathLike[str], tree: Tree, comments: Iterable[str] = ()) -> None:
     """Write `tree` atomically and byte-reproducibly (gzip mtime 0), with `#` comment lines."""
     path = Path(path)
     out: list[str] = [f"# {c}" for c in comments]

@@ -1,0 +1,170 @@
+"""Benchmark label rules on small hand-checkable inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k.tree import Tree
+
+# A 7-class tree (the shape of tests/fixtures/wordnet_tiny), nodes 7..9 are not classes:
+#   entity(7) -> organism(1) -> animal(3) -> dog(0) -> puppy(5)
+#                               animal(3) -> working_animal(9) -> sled_dog(4)
+#   entity(7) -> artifact(8) -> tool(6);  sun(2) is a root
+DOG, ORGANISM, SUN, ANIMAL, SLED_DOG, PUPPY, TOOL, ENTITY, ARTIFACT, WORKING = range(10)
+
+
+@pytest.fixture(scope="module")
+def tree() -> Tree:
+    parent = [ANIMAL, ENTITY, -1, ORGANISM, WORKING, DOG, ARTIFACT, -1, ENTITY, ANIMAL]
+    return Tree(
+        wnids=tuple(f"n{i:08d}" for i in range(10)),
+        names=("dog", "organism", "sun", "animal", "sled dog", "puppy", "tool", "entity")
+        + ("artifact", "working animal"),
+        parent=np.array(parent),
+        num_classes=7,
+        has_hypernym=np.array([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool),
+        has_hyponym=np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 1], bool),
+    )
+
+
+# --- tree-based ----------------------------------------------------------------------------
+
+
+def test_tree_derived_views(tree: Tree) -> None:
+    assert tree.depth.tolist() == [2, 0, 0, 1, 2, 3, 0]
+    assert tree.chain(PUPPY) == [PUPPY, DOG, ANIMAL, ORGANISM]
+    assert tree.chain(SLED_DOG) == [SLED_DOG, ANIMAL, ORGANISM]
+
+
+@pytest.mark.parametrize(
+    ("d", "class_map", "nodes"),
+    [
+        (0, [3, 1, 2, 1, 5, 0, 4], [DOG, ORGANISM, SUN, ANIMAL, TOOL, WORKING]),
+        (1, [3, 1, 2, 3, 5, 0, 4], [DOG, ORGANISM, SUN, ANIMAL, TOOL, WORKING]),
+        (2, [0, 1, 2, 3, 4, 0, 5], [DOG, ORGANISM, SUN, ANIMAL, SLED_DOG, TOOL]),
+        (3, list(range(7)), list(range(7))),
+    ],
+)
+def test_coarse_labels_move_one_step(tree: Tree, d: int, class_map: list, nodes: list) -> None:
+    got_map, wnids = L.coarse_labels(tree, d)
+    assert got_map.tolist() == class_map
+    assert wnids == [tree.wnids[n] for n in nodes]
+
+
+def test_coarse_labels_rejects_negative_depth(tree: Tree) -> None:
+    with pytest.raises(ValueError, match="d must be"):
+        L.coarse_labels(tree, -1)
+
+
+def test_leaf_masks(tree: Tree) -> None:
+    assert np.flatnonzero(L.imagenet21k_leaf_classes(tree)).tolist() == [SUN, SLED_DOG, PUPPY, TOOL]
+    # sun has no hypernym, tool has a (non-class) hyponym.
+    assert np.flatnonzero(L.wordnet_leaf_classes(tree)).tolist() == [SLED_DOG, PUPPY]
+
+
+def test_label_sets_and_expansion(tree: Tree) -> None:
+    indptr, indices = L.label_sets(tree)
+    assert indptr.tolist() == [0, 3, 4, 5, 7, 10, 14, 15]
+    assert indices[indptr[PUPPY] : indptr[PUPPY + 1]].tolist() == [PUPPY, DOG, ANIMAL, ORGANISM]
+    ptr, idx = L.expand_label_sets(indptr, indices, np.array([SUN, PUPPY, SUN]))
+    assert ptr.tolist() == [0, 1, 5, 6]
+    assert idx.tolist() == [SUN, PUPPY, DOG, ANIMAL, ORGANISM, SUN]
+    ptr, idx = L.expand_label_sets(indptr, indices, np.array([], dtype=np.int64))
+    assert ptr.tolist() == [0] and idx.size == 0
+
+
+def test_in_label_sets(tree: Tree) -> None:
+    indptr, indices = L.label_sets(tree)
+    labels = np.array([PUPPY, PUPPY, PUPPY, SUN, SUN, DOG])
+    pred = np.array([ORGANISM, TOOL, -1, SUN, ORGANISM, PUPPY])
+    assert L.in_label_sets(indptr, indices, labels, pred).tolist() == [1, 0, 0, 1, 0, 0]
+
+
+# --- frequency ---------------------------------------------------------------------------------
+
+# Sorted by (count, id): ids 1,6,2,3,8,0,9,5,7,4 -> ranks below; ids 2 and 3 tie at count 3.
+COUNTS = np.array([5, 1, 3, 3, 9, 7, 2, 8, 4, 6])
+
+
+def test_frequency_ranks() -> None:
+    assert L.frequency_ranks(COUNTS).tolist() == [5, 0, 2, 3, 9, 7, 1, 8, 4, 6]
+
+
+def test_frequency_band_rank_and_value() -> None:
+    # Rank percentile 100 r / 9 in [25, 75] -> ranks 3..6 -> ids 3, 8, 0, 9.
+    assert np.flatnonzero(L.frequency_band(COUNTS, 25)).tolist() == [0, 3, 8, 9]
+    # np.percentile gives [3, 6.75]: the tied id 2 joins.
+    assert np.flatnonzero(L.frequency_band(COUNTS, 25, "value")).tolist() == [0, 2, 3, 8, 9]
+    assert np.flatnonzero(L.frequency_band(COUNTS, 15)).tolist() == [0, 8]
+    assert L.frequency_band(COUNTS, 50).all()
+    with pytest.raises(ValueError, match="s must be"):
+        L.frequency_band(COUNTS, 55)
+    with pytest.raises(ValueError, match="mode"):
+        L.frequency_band(COUNTS, 5, "median")  # type: ignore[arg-type]
+
+
+def test_frequency_band_without_ties_matches_value_mode() -> None:
+    counts = np.random.default_rng(0).permutation(101) * 3 + 7
+    for s in L.FREQUENCY_BANDS.values():
+        rank = L.frequency_band(counts, s)
+        assert rank.sum() == 2 * s + 1
+        assert np.array_equal(rank, L.frequency_band(counts, s, "value"))
+
+
+def test_most_frequent_imbalanced_centered() -> None:
+    assert np.flatnonzero(L.most_frequent(COUNTS, 20)).tolist() == [4, 7]
+    imb = L.imbalanced_2k(COUNTS, band_s=15, top_percent=20)
+    assert np.flatnonzero(imb).tolist() == [0, 4, 7, 8]
+    # Same number of classes (4) around the median: ranks 3..6.
+    assert np.flatnonzero(L.centered_2k(COUNTS, num_classes=4)).tolist() == [0, 3, 8, 9]
+    # Defaults: band [45, 55] is empty for 10 classes, top 10% is id 4; centred: rank 4 = id 8.
+    assert np.flatnonzero(L.imbalanced_2k(COUNTS)).tolist() == [4]
+    assert np.flatnonzero(L.centered_2k(COUNTS)).tolist() == [8]
+
+
+def test_imbalanced_2k_size_at_scale() -> None:
+    counts = np.random.default_rng(1).permutation(10450) + 100  # no ties
+    imb, cen = L.imbalanced_2k(counts), L.centered_2k(counts)
+    assert imb.sum() == cen.sum() == 1044 + 1045
+    assert not (imb & L.most_frequent(counts, 10) & L.frequency_band(counts, 5)).any()
+
+
+# --- ODD, model-based, random, subsets ---------------------------------------------------------
+
+
+def test_odd_halving() -> None:
+    labels = np.array([0, 1, 1, 1, 1, 2, 2, 3, 3, 3])
+    keep = L.odd_halving(labels, seed=0)
+    assert np.array_equal(keep, np.unique(keep))
+    assert np.bincount(labels[keep], minlength=4).tolist() == [1, 2, 2, 1]
+    assert np.array_equal(keep, L.odd_halving(labels, seed=0))
+    picks = {tuple(L.odd_halving(labels, seed=s).tolist()) for s in range(20)}
+    assert len(picks) > 1  # the seed chooses which odd-class samples stay
+
+
+def test_top_k_classes() -> None:
+    acc = np.array([0.5, 0.9, np.nan, 0.9, 0.1])
+    assert np.flatnonzero(L.top_k_classes(acc, 2)).tolist() == [1, 3]
+    assert np.flatnonzero(L.top_k_classes(acc, 4)).tolist() == [0, 1, 3, 4]
+    assert L.top_k_classes(acc, 5).all()
+    with pytest.raises(ValueError, match="k must be"):
+        L.top_k_classes(acc, 6)
+
+
+def test_random_classes() -> None:
+    a = L.random_classes(100, 10, seed=3)
+    assert a.sum() == 10 and np.array_equal(a, L.random_classes(100, 10, seed=3))
+    assert not np.array_equal(a, L.random_classes(100, 10, seed=4))
+
+
+def test_subset_view() -> None:
+    idx, new, kept = L.subset_view(np.array([0, 2, 1, 2, 3]), np.array([True, False, True, False]))
+    assert idx.tolist() == [0, 1, 3]
+    assert new.tolist() == [0, 1, 1]
+    assert kept.tolist() == [0, 2]
+    with pytest.raises(ValueError, match="labels must be < 2"):
+        L.subset_view(np.array([0, 2]), np.array([True, False]))
+    with pytest.raises(ValueError, match="bool"):
+        L.subset_view(np.array([0]), np.array([1, 0]))
