@@ -51,7 +51,9 @@ def build_index(
             len(rows), min(len(rows), 256 * 1024), replace=False
         )
         faiss_index.train(l2_normalize(rows.take(np.sort(sample))))
-    for _, chunk in progress(list(rows.chunks(chunk_size)), "indexing", total_work=len(rows)):
+    for _, chunk in progress(
+        rows.chunks(chunk_size), f"indexing {len(rows):,} rows", rows.num_chunks(chunk_size)
+    ):
         faiss_index.add(l2_normalize(chunk))
     if hasattr(faiss_index, "nprobe"):
         faiss_index.nprobe = nprobe
@@ -78,7 +80,9 @@ def search_neighbours(
         raise ConfigError(f"knn.k={k} must be in [1, N-1] for a split of N={n} samples")
     faiss_index = build_index(rows, index, nprobe, device, chunk_size, seed)
     out = np.empty((n, k), dtype=np.int64)
-    for start, chunk in progress(list(rows.chunks(chunk_size)), f"mining {k}-NN", total_work=n):
+    for start, chunk in progress(
+        rows.chunks(chunk_size), f"mining {k}-NN of {n:,} rows", rows.num_chunks(chunk_size)
+    ):
         _, found = faiss_index.search(l2_normalize(chunk), k + 1)
         out[start : start + chunk.shape[0]] = drop_self(
             found, np.arange(start, start + chunk.shape[0])

@@ -164,7 +164,7 @@ def _open_split(root: Path, name: str) -> StoreSplit:
 def _check_finite(file: Path, features: np.ndarray) -> None:
     bad_rows = 0
     n = features.shape[0]
-    for start in progress(range(0, n, _SCAN_ROWS), f"checking {file.name}", total_work=n):
+    for start in progress(range(0, n, _SCAN_ROWS), f"checking {file.name} ({n:,} rows)"):
         chunk = np.asarray(features[start : start + _SCAN_ROWS])
         bad_rows += int((~np.isfinite(chunk)).any(axis=1).sum())
     if bad_rows:

@@ -45,6 +45,9 @@ class FeatureRows:
             return np.array(self._features[start:stop], dtype=np.float32)  # writable copy
         return self.take(np.arange(start, stop))
 
+    def num_chunks(self, size: int) -> int:
+        return -(-len(self) // size)
+
     def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, len(self), size):
             yield start, self.chunk(start, min(start + size, len(self)))

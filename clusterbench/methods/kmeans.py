@@ -15,7 +15,7 @@ import numpy as np
 from clusterbench.errors import ConfigError
 from clusterbench.neighbours import l2_normalize, use_gpu
 from clusterbench.predictions import Predictions
-from clusterbench.progress import progress
+from clusterbench.progress import progress, status
 from clusterbench.task import ClusteringTask
 
 
@@ -36,6 +36,7 @@ class SphericalKMeans:
         self.max_points_per_centroid = max_points_per_centroid
         self.chunk_size, self.verbose = chunk_size, verbose
         self.centroids: np.ndarray | None = None
+        self.gpu = False
 
     def fit(self, task: ClusteringTask) -> SphericalKMeans:
         k, rows = task.num_clusters, task.view.train
@@ -51,6 +52,7 @@ class SphericalKMeans:
         sample = (
             np.sort(rng.choice(len(rows), budget, replace=False)) if len(rows) > budget else None
         )
+        self.gpu = use_gpu(task.device)
         x = l2_normalize(rows.take(sample) if sample is not None else rows.to_numpy())
         km = faiss.Kmeans(
             x.shape[1],
@@ -60,11 +62,14 @@ class SphericalKMeans:
             spherical=True,
             seed=task.seed,
             max_points_per_centroid=self.max_points_per_centroid,
-            gpu=use_gpu(task.device),
+            gpu=self.gpu,
             verbose=self.verbose,
         )
         start = time.perf_counter()
-        km.train(x)
+        with status(
+            f"k-means: {k} clusters on {x.shape[0]:,} points, up to {self.niter} iterations"
+        ):
+            km.train(x)
         # faiss stops a redo early once the objective stops changing; record what really ran.
         stats = km.iteration_stats
         task.info.update(
@@ -84,11 +89,12 @@ class SphericalKMeans:
         k = self.centroids.shape[0]
         topk = min(topk or self.topk, k)
         index = faiss.IndexFlatIP(self.centroids.shape[1])
+        if self.gpu:
+            index = faiss.index_cpu_to_all_gpus(index)
         index.add(self.centroids)
         out = np.empty((len(rows), topk), dtype=np.int64)
-        for start, chunk in progress(
-            list(rows.chunks(self.chunk_size)), "assigning", total_work=len(rows)
-        ):
+        chunks = rows.chunks(self.chunk_size)
+        for start, chunk in progress(chunks, "assigning", rows.num_chunks(self.chunk_size)):
             out[start : start + chunk.shape[0]] = index.search(l2_normalize(chunk), topk)[1]
         return Predictions(top1=out[:, 0], topk=out, num_clusters=k)
 
