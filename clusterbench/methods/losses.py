@@ -5,6 +5,9 @@ Pure functions, vectorised over heads. Shape letters used below:
     anchor x and index 1 its sampled neighbour x'.
 Student and teacher enter as log-probabilities: the pointwise terms are then evaluated in
 log space with `logsumexp`, which stays finite for beta < 1 and near one-hot teachers.
+Batch means (the TEMI prior update, the SCAN marginal) are taken over all processes when
+torch.distributed is initialised, so a DDP run computes what one process with the global batch
+would; without a process group every function is pure.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import Tensor
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum `tensor` in place across processes when running distributed; returns it."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -29,6 +32,30 @@ def distributed_mean(total: Tensor, count: int) -> Tensor:
     packed = torch.cat([total.reshape(-1), total.new_tensor([float(count)])])
     all_reduce_sum(packed)
     return (packed[:-1] / packed[-1]).reshape(total.shape)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum across processes whose backward also sums, so every process's rows get gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        return all_reduce_sum(tensor.clone())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return all_reduce_sum(grad.clone())
+
+
+def differentiable_global_mean(values: Tensor, dim: int) -> Tensor:
+    """Mean over `dim` across all processes, differentiable.
+
+    Under DDP's gradient averaging this gives exactly the gradient of one process that holds
+    the global batch (each rank's share of the backward sum is scaled back by the averaging).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return values.mean(dim=dim)
+    count = all_reduce_sum(values.new_tensor([float(values.shape[dim])]))
+    return _AllReduceSum.apply(values.sum(dim=dim)) / count
 
 
 def batch_mean_probs(teacher_probs: Tensor) -> Tensor:
@@ -94,11 +121,12 @@ def scan_loss(student_log_probs: Tensor, teacher_log_probs: Tensor, alpha: float
     student_log_probs, teacher_log_probs: (H, 2, B, C) as in `temi_loss`
     returns: (H,) consistency term averaged over both directions, plus alpha times the
              negative entropy of the batch-mean student distribution averaged over both views
+    When distributed, the batch mean is over the global batch, as in a single process.
     """
     teacher_log_probs = teacher_log_probs.detach()
     consistency = -torch.logsumexp(
         student_log_probs + teacher_log_probs.flip(dims=(1,)), dim=-1
     )  # (H, 2, B): view v of the student against the other view of the teacher
-    marginal = student_log_probs.exp().mean(dim=2)  # (H, 2, C)
+    marginal = differentiable_global_mean(student_log_probs.exp(), dim=2)  # (H, 2, C)
     neg_entropy = (marginal * marginal.clamp_min(1e-30).log()).sum(dim=-1)  # (H, 2)
     return consistency.mean(dim=(1, 2)) + alpha * neg_entropy.mean(dim=1)

@@ -175,7 +175,8 @@ class NeighbourPairDataModule(L.LightningDataModule):
     plus their row ids `anchor_index` and `neighbour_index` (B,).
 
     Args:
-        features: (N, D) float16/float32 train features (array, memmap or tensor).
+        features: (N, D) float16/float32 train features: a tensor, an array or memmap, or a
+            row view with `__len__`, `take(rows)` and `chunk(start, stop)`.
         neighbours: (N, k') int64 neighbour ids per row, nearest first; first `knn` are used.
         knn: number of nearest neighbours to draw x' from.
         batch_size: global number of pairs per step (split across DDP processes).

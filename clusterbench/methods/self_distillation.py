@@ -1,0 +1,396 @@
+"""Self-distillation clustering on precomputed features: TEMI and SCANv2 in one LightningModule.
+
+Student and teacher are `FusedHeads` (H heads); the teacher is an EMA of the student. Each step
+gets B pairs (x, x') of features, runs both views through both networks and minimises the loss
+chosen by name, averaged over heads:
+    'temi'   Eq. 1, with the teacher cluster prior updated (EMA) before the loss;
+    'scanv2' Eq. 2, consistency plus alpha times the negative entropy of the student marginal.
+After every epoch the head with the lowest mean training loss becomes `best_head`; predictions
+come from the teacher's best head. Prior, teacher, statistics and best head are module state, so
+a Lightning checkpoint restores all of them.
+
+Expected input: batches as produced by `NeighbourPairDataModule` (dicts with `anchor` and
+`neighbour` feature tensors of shape (B, D)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from clusterbench.errors import ConfigError
+from clusterbench.methods.ema import MomentumTeacher
+from clusterbench.methods.heads import INPUT_NORMS, FusedHeads, InputNorm, weight_decay_groups
+from clusterbench.methods.losses import (
+    distributed_mean,
+    scan_loss,
+    temi_instance_weight,
+    temi_loss,
+    update_prior,
+)
+from clusterbench.methods.pairs import Features, iter_row_chunks, num_rows, row_block
+from clusterbench.methods.schedules import cosine_schedule, linear_warmup
+from clusterbench.progress import progress
+
+LOSSES = ("temi", "scanv2")
+REFERENCE_BATCH = 256  # learning rates are given for this batch size (linear scaling rule)
+
+
+class SelfDistillationClustering(L.LightningModule):
+    """TEMI / SCANv2 clustering heads trained by self-distillation on nearest-neighbour pairs.
+
+    Args:
+        in_dim: feature dimension D.
+        num_clusters: clusters C per head.
+        loss: 'temi' (Eq. 1) or 'scanv2' (Eq. 2).
+        num_heads: H independent heads (the paper uses 32).
+        hidden_dim, bottleneck_dim, num_hidden_layers: head MLP shape (512, 256, 1 by default:
+            Linear(D, 512) -> GELU -> Linear(512, 256)).
+        input_norm: 'none', 'l2', or 'standardize' with the train mean/std.
+        beta: TEMI exponent (0.6). alpha: SCANv2 entropy weight (5).
+        prior_momentum: EMA momentum of the TEMI cluster prior (0.9).
+        student_temp: student softmax temperature (0.1).
+        teacher_temp: teacher temperature after warm-up (0.1); also used by `predict`.
+        warmup_teacher_temp, warmup_teacher_temp_epochs: linear per-epoch warm-up of the
+            teacher temperature (start value; None means no warm-up).
+        teacher_momentum, final_teacher_momentum: EMA momentum, cosine from the first to the
+            second over training (0.996 -> 1.0 as in DINO).
+        base_lr, min_lr: AdamW learning rate for a batch of 256 pairs, scaled by
+            batch_size / 256; cosine from base_lr to min_lr after warm-up (min_lr None: flat).
+        warmup_epochs: linear learning-rate warm-up from 0, in epochs.
+        weight_decay: AdamW decay of weight matrices (biases and gains are not decayed).
+        batch_size: global pairs per step, for the lr scaling; None takes the datamodule's.
+        freeze_last_layer_epochs: epochs during which the last layer gets no updates.
+        head_chunk: heads per chunk for the last layer and loss (None: all at once). Chunks
+            are recomputed in the backward pass so only one chunk's (B, C) logits are alive.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_clusters: int,
+        loss: str = "temi",
+        num_heads: int = 32,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 256,
+        num_hidden_layers: int = 1,
+        input_norm: str = "none",
+        beta: float = 0.6,
+        alpha: float = 5.0,
+        prior_momentum: float = 0.9,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.1,
+        warmup_teacher_temp: float | None = None,
+        warmup_teacher_temp_epochs: int = 0,
+        teacher_momentum: float = 0.996,
+        final_teacher_momentum: float = 1.0,
+        base_lr: float = 1e-4,
+        min_lr: float | None = None,
+        warmup_epochs: int = 0,
+        weight_decay: float = 1e-4,
+        batch_size: int | None = None,
+        freeze_last_layer_epochs: int = 1,
+        head_chunk: int | None = None,
+    ) -> None:
+        super().__init__()
+        loss = loss.lower()
+        if loss not in LOSSES:
+            raise ConfigError(f"method.loss must be one of {LOSSES}, got {loss!r}")
+        if input_norm not in INPUT_NORMS:
+            raise ConfigError(f"method.input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        if num_clusters < 2 or num_heads < 1:
+            raise ConfigError(
+                f"need num_clusters >= 2 and num_heads >= 1, got {num_clusters}, {num_heads}"
+            )
+        if base_lr <= 0:
+            raise ConfigError(f"method.base_lr must be > 0, got {base_lr}")
+        self.save_hyperparameters()
+        self.loss_name = loss
+        self.num_heads = num_heads
+        self.num_clusters = num_clusters
+        self.beta, self.alpha = beta, alpha
+        self.prior_momentum = prior_momentum
+        self.student_temp, self.teacher_temp = student_temp, teacher_temp
+        self.warmup_teacher_temp = (
+            teacher_temp if warmup_teacher_temp is None else warmup_teacher_temp
+        )
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.teacher_momentum, self.final_teacher_momentum = (
+            teacher_momentum,
+            final_teacher_momentum,
+        )
+        self.base_lr, self.min_lr = base_lr, min_lr
+        self.warmup_epochs, self.weight_decay = warmup_epochs, weight_decay
+        self.batch_size = batch_size
+        self.freeze_last_layer_epochs = freeze_last_layer_epochs
+        self.head_chunk = head_chunk
+
+        self.input_norm = InputNorm(in_dim, input_norm)
+        self.student = FusedHeads(
+            in_dim, num_clusters, num_heads, hidden_dim, bottleneck_dim, num_hidden_layers
+        )
+        self.teacher = MomentumTeacher(self.student)
+        # q~_t(c) of Eq. 1 per head, uniform at the start.
+        self.register_buffer("prior", torch.full((num_heads, num_clusters), 1.0 / num_clusters))
+        self.register_buffer("best_head", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("last_epoch_head_losses", torch.full((num_heads,), float("nan")))
+        # Epoch accumulators are plain tensors, not buffers: DDP would overwrite buffers with
+        # rank 0's values at every forward.
+        self._loss_sum: Tensor | None = None
+        self._loss_count = 0
+        self._step = 0
+        self._steps_per_epoch = 1
+        self._total_steps = 1
+
+    # ----------------------------------------------------------------- schedules
+    def teacher_temperature(self, epoch: int | None = None) -> float:
+        epoch = self.current_epoch if epoch is None else epoch
+        return linear_warmup(
+            epoch, self.warmup_teacher_temp_epochs, self.warmup_teacher_temp, self.teacher_temp
+        )
+
+    def teacher_momentum_at(self, step: int) -> float:
+        return cosine_schedule(
+            step, self._total_steps, self.teacher_momentum, self.final_teacher_momentum
+        )
+
+    def _global_batch_size(self) -> int:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        from_data = getattr(datamodule, "batch_size", None)
+        if self.batch_size and from_data and int(from_data) != int(self.batch_size):
+            raise ConfigError(
+                f"method batch_size={self.batch_size} differs from the data batch_size={from_data}"
+            )
+        size = self.batch_size or from_data
+        if not size:
+            raise ConfigError(
+                "batch_size is needed to scale the learning rate: pass it to the "
+                "method or train with NeighbourPairDataModule"
+            )
+        return int(size)
+
+    # ----------------------------------------------------------------- model
+    def forward(self, features: Tensor) -> Tensor:
+        """Student logits of every head: features (M, D) -> (H, M, C)."""
+        return self.student(self.input_norm(features))
+
+    def head_losses(self, anchors: Tensor, neighbours: Tensor) -> Tensor:
+        """Per-head loss (H,) of a batch of pairs; for TEMI also updates the prior first.
+
+        anchors, neighbours: (B, D) raw features of x and x'.
+        """
+        b, c, h_total = anchors.shape[0], self.num_clusters, self.num_heads
+        x = self.input_norm(torch.cat([anchors, neighbours]))  # (2B, D): views stacked
+        tau_t = self.teacher_temperature()
+        teacher = self.teacher.module
+        with torch.no_grad():
+            z_t = teacher.embed(x)  # (H, 2B, K)
+        z_s = self.student.embed(x)  # (H, 2B, K)
+        slices = self.student.head_slices(self.head_chunk)
+
+        def teacher_log_probs(heads: slice) -> Tensor:  # (h, 2, B, C), no graph
+            with torch.no_grad():
+                logits = teacher.last_layer(z_t[heads], heads).float()
+                return F.log_softmax(logits / tau_t, dim=-1).view(-1, 2, b, c)
+
+        cached_teacher: Tensor | None = None
+        weight: Tensor | None = None
+        if self.loss_name == "temi":
+            # Pass over the teacher first: the pair weight needs every head, the prior update
+            # precedes the loss, and both are free of gradients.
+            with torch.no_grad():
+                weight = x.new_zeros(b)
+                prob_sum = x.new_zeros(h_total, c)
+                for heads in slices:
+                    log_pt = teacher_log_probs(heads)
+                    pt = log_pt.exp()
+                    prob_sum[heads] = pt.sum(dim=(1, 2))
+                    weight += temi_instance_weight(pt) * (pt.shape[0] / h_total)
+                    if len(slices) == 1:
+                        cached_teacher = log_pt
+                batch_mean = distributed_mean(prob_sum, 2 * b)
+                self.prior.copy_(update_prior(self.prior, batch_mean, self.prior_momentum))
+
+        def chunk_loss(z_s_chunk: Tensor, heads: slice) -> Tensor:
+            log_pt = cached_teacher if cached_teacher is not None else teacher_log_probs(heads)
+            logits = self.student.last_layer(z_s_chunk, heads).float()
+            log_ps = F.log_softmax(logits / self.student_temp, dim=-1).view(-1, 2, b, c)
+            if self.loss_name == "temi":
+                return temi_loss(log_ps, log_pt, self.prior[heads], self.beta, weight)
+            return scan_loss(log_ps, log_pt, self.alpha)
+
+        if len(slices) == 1:
+            return chunk_loss(z_s, slices[0])
+        return torch.cat(
+            [
+                checkpoint(partial(chunk_loss, heads=heads), z_s[heads], use_reentrant=False)
+                for heads in slices
+            ]
+        )
+
+    # ----------------------------------------------------------------- training
+    def configure_optimizers(self) -> dict:
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ConfigError(
+                "set trainer.max_epochs or trainer.max_steps: the schedules need a length"
+            )
+        self._total_steps = max(int(total), 1)
+        self._steps_per_epoch = max(int(self.trainer.num_training_batches), 1)
+        scale = self._global_batch_size() / REFERENCE_BATCH
+        peak = self.base_lr * scale
+        final = (self.base_lr if self.min_lr is None else self.min_lr) * scale
+        warmup_steps = self.warmup_epochs * self._steps_per_epoch
+        total_steps = self._total_steps
+
+        def lr_factor(step: int) -> float:
+            return cosine_schedule(step, total_steps, peak, final, warmup_steps) / peak
+
+        optimizer = torch.optim.AdamW(
+            weight_decay_groups(self.student.named_parameters(), self.weight_decay), lr=peak
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_fit_start(self) -> None:
+        if self.trainer.accumulate_grad_batches != 1:
+            raise ConfigError(
+                "accumulate_grad_batches must be 1: the teacher and prior update "
+                "every batch; raise batch_size instead"
+            )
+        if self.input_norm.needs_statistics:
+            features = getattr(getattr(self.trainer, "datamodule", None), "features", None)
+            if features is None:
+                raise ConfigError(
+                    "input_norm='standardize' needs train statistics: train with "
+                    "NeighbourPairDataModule or call fit_input_statistics(features) first"
+                )
+            self.fit_input_statistics(features)
+
+    def fit_input_statistics(self, features: Features, chunk_rows: int = 65536) -> None:
+        """Set the standardisation mean/std from the train features (any supported form)."""
+        self.input_norm.fit(iter_row_chunks(features, chunk_rows))
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros(self.num_heads, dtype=torch.float64, device=self.device)
+        self._loss_count = 0
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        anchors, neighbours = batch["anchor"], batch["neighbour"]
+        n = anchors.shape[0]
+        self._step = self.global_step
+        per_head = self.head_losses(anchors, neighbours)
+        loss = per_head.mean()
+        if self._loss_sum is None:
+            self.on_train_epoch_start()
+        self._loss_sum += per_head.detach().double() * n
+        self._loss_count += n
+
+        # Epoch means are logged from the exact, cross-process accumulators in on_train_epoch_end.
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        self.log("train/teacher_momentum", self.teacher_momentum_at(self._step), batch_size=n)
+        self.log("train/teacher_temp", self.teacher_temperature(), batch_size=n)
+        if self.loss_name == "temi":
+            self.log("train/prior_entropy", _entropy(self.prior).mean(), batch_size=n)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # DINO's cancel_gradients_last_layer: no gradient, so AdamW leaves the layer untouched.
+        if self.current_epoch < self.freeze_last_layer_epochs:
+            for param in self.student.last_layer.parameters():
+                param.grad = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.teacher.update(self.student, self.teacher_momentum_at(self._step))
+
+    def on_train_epoch_end(self) -> None:
+        if self._loss_sum is None:
+            return
+        means = distributed_mean(self._loss_sum, self._loss_count)  # (H,), equal on all ranks
+        self.last_epoch_head_losses.copy_(means.float())
+        self.best_head.fill_(int(torch.argmin(means.nan_to_num(nan=math.inf))))
+        # Already equal on every process: sync_dist only averages identical values.
+        log = partial(self.log, on_epoch=True, sync_dist=True)
+        for i, value in enumerate(means.tolist()):
+            log(f"train/head_loss/{i:02d}", value)
+        log("train/loss_epoch", float(means.mean()))
+        log("train/best_head", float(self.best_head))
+        log("train/best_head_loss", float(means[self.best_head]))
+        self._loss_sum = None
+
+    # ----------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict(
+        self,
+        features: Features,
+        batch_size: int = 65536,
+        head: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> dict[str, Tensor]:
+        """Cluster ids from the teacher's best head, chunked over rows; never builds N x C.
+
+        features: (N, D) raw features, as accepted by the datamodule. `device` moves the module
+        first (Lightning returns it to the CPU after fit). Returns CPU tensors: top1 (N,) int64,
+        top5 (N, min(5, C)) int64 best first, and confidence (N,) float32, the maximum softmax
+        probability at `teacher_temp`.
+        """
+        n, k = num_rows(features), min(5, self.num_clusters)
+        top = torch.empty((n, k), dtype=torch.long)
+        confidence = torch.empty(n, dtype=torch.float32)
+        for start, probs in self._iter_probabilities(features, batch_size, head, device):
+            values, index = probs.topk(k, dim=-1)
+            top[start : start + len(probs)] = index.cpu()
+            confidence[start : start + len(probs)] = values[:, 0].cpu()
+        return {"top1": top[:, 0].clone(), "top5": top, "confidence": confidence}
+
+    @torch.no_grad()
+    def predict_probabilities(
+        self,
+        features: Features,
+        batch_size: int = 65536,
+        head: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> Tensor:
+        """Teacher best-head probabilities (N, C) on the CPU; for small N or C only."""
+        out = torch.empty((num_rows(features), self.num_clusters), dtype=torch.float32)
+        for start, probs in self._iter_probabilities(features, batch_size, head, device):
+            out[start : start + len(probs)] = probs.cpu()
+        return out
+
+    def _iter_probabilities(
+        self,
+        features: Features,
+        batch_size: int,
+        head: int | None,
+        device: str | torch.device | None,
+    ) -> Iterator[tuple[int, Tensor]]:
+        if device is not None:
+            self.to(device)
+        head = int(self.best_head) if head is None else int(head)
+        if not 0 <= head < self.num_heads:
+            raise ConfigError(f"head {head} is out of range for {self.num_heads} heads")
+        heads = slice(head, head + 1)
+        n = num_rows(features)
+        for start in progress(range(0, n, batch_size), f"predicting ({n:,} rows)"):
+            rows = row_block(features, start, min(start + batch_size, n)).to(self.device)
+            logits = self.teacher.module(self.input_norm(rows), heads)[0].float()  # (m, C)
+            yield start, F.softmax(logits / self.teacher_temp, dim=-1)
+
+
+def _entropy(probs: Tensor) -> Tensor:
+    """Entropy in nats along the last axis."""
+    return -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1)
+
+
+__all__ = ["LOSSES", "SelfDistillationClustering"]
