@@ -45,8 +45,12 @@ def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
     return k
 
 
-def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
-    """Run the configured method on the configured dataset; return the results payload."""
+def run(
+    cfg: DictConfig, run_dir: Path, console: Console | None = None, callbacks: list | None = None
+) -> dict:
+    """Run the configured method on the configured dataset; return the results payload.
+
+    `callbacks` are extra Lightning callbacks for methods that train (tests, user hooks)."""
     console = console or Console()
     timings: dict[str, float] = {}
     seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -57,13 +61,13 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     method = build(cfg.method)
     num_clusters = resolve_num_clusters(cfg.method.get("num_clusters"), view)
 
-    def neighbours() -> np.ndarray:
+    def neighbours(k: int) -> np.ndarray:
         t0 = time.perf_counter()
         found, cached = mine_neighbours(
             view.train,
             view.fingerprint,
             "train",
-            int(cfg.knn.k),
+            max(int(k), int(cfg.knn.k)),
             cfg.paths.cache_dir,
             index=cfg.knn.index,
             nprobe=int(cfg.knn.nprobe),
@@ -85,6 +89,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
         neighbours_fn=neighbours,
         loggers=loggers,
         trainer_cfg=cfg.get("trainer"),
+        callbacks=list(callbacks or []),
     )
     status = "failed"
     try:
@@ -95,6 +100,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
         )
         t0 = time.perf_counter()
         predictions = method.fit_predict(task)
+        if predictions is None:  # a non-zero DDP rank: rank 0 evaluates and writes
+            status = "success"
+            return {}
         timings["fit_predict_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         evaluation = evaluate(predictions, view.val_labels, view.num_classes, view.val_label_sets)

@@ -1,7 +1,7 @@
 """ClusteringTask: everything a method receives, so new methods never touch the entry point.
 
 A method is any object with `fit_predict(task) -> Predictions` (built by Hydra from
-`conf/method/*.yaml`). It may read neighbours (mined lazily, cached), log through the run's
+`conf/method/*.yaml`). It may read neighbours (`neighbours_for(k)`: mined lazily, cached), log through the run's
 loggers, build a Lightning Trainer from `trainer_cfg`, and record facts in `info`, which
 lands in results.json.
 """
@@ -26,18 +26,16 @@ class ClusteringTask:
     seed: int
     device: str
     run_dir: Path
-    neighbours_fn: Callable[[], np.ndarray]
+    neighbours_fn: Callable[[int], np.ndarray]
     loggers: list[Any] = field(default_factory=list)
     trainer_cfg: Any = None
+    callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks
     info: dict = field(default_factory=dict)
-    _neighbours: np.ndarray | None = None
 
-    @property
-    def neighbours(self) -> np.ndarray:
-        """(N_train, k) int64 nearest neighbours of the train split, mined on first use."""
-        if self._neighbours is None:
-            self._neighbours = self.neighbours_fn()
-        return self._neighbours
+    def neighbours_for(self, k: int) -> np.ndarray:
+        """(N_train, k) int64 nearest neighbours of the train split, best first, self excluded
+        (mined on first use with at least `knn.k` columns, then cached on disk)."""
+        return self.neighbours_fn(k)[:, :k]
 
 
 class ClusteringMethod(Protocol):
