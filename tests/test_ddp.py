@@ -1,0 +1,44 @@
+"""Two-process DDP (gloo, CPU) through the real entry point equals one process, global batch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli import cli
+
+
+@pytest.mark.parametrize("method", ["temi", "scanv2"])
+def test_two_process_ddp_matches_single_process(easy_store, tmp_path, method):
+    common = [
+        f"method={method}",
+        "dataset=custom",
+        f"dataset.path={easy_store}",
+        "trainer.max_epochs=2",
+        "method.num_heads=4",
+        "method.batch_size=64",
+        "method.knn=5",
+        "method.hidden_dim=64",
+        "method.bottleneck_dim=32",
+        "logger=none",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    single = cli(*common, f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    ddp = cli(
+        *common,
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        cwd=tmp_path,
+    )
+    assert ddp.returncode == 0, ddp.stderr
+    a = json.loads((tmp_path / "single" / "results.json").read_text())
+    b = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert b["method_info"]["steps"] == a["method_info"]["steps"]  # global batch split, not doubled
+    assert b["method_info"]["head_losses_last_epoch"] == pytest.approx(
+        a["method_info"]["head_losses_last_epoch"], rel=1e-5
+    )
+    assert b["metrics"]["acc"] == pytest.approx(a["metrics"]["acc"], abs=1e-9)
+    assert b["metrics"]["nmi"] == pytest.approx(a["metrics"]["nmi"], abs=1e-6)
