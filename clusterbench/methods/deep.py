@@ -36,7 +36,7 @@ class FiniteLossGuard(Callback):
         # Checked before backward, so the optimizer never applies a NaN update.
         if not torch.isfinite(loss).all():
             raise TrainingDiverged(
-                f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, "
+                f"the training loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
                 f"step {trainer.global_step}; try a lower method.base_lr, method.input_norm=l2, "
                 "or another seed. No results were written."
             )
