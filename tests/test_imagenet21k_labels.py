@@ -7,6 +7,7 @@ import pytest
 
 from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.tree import Tree
+from clusterbench.metrics import in_label_sets
 
 # A 7-class tree (the shape of tests/fixtures/wordnet_tiny), nodes 7..9 are not classes:
 #   entity(7) -> organism(1) -> animal(3) -> dog(0) -> puppy(5)
@@ -68,18 +69,19 @@ def test_label_sets_and_expansion(tree: Tree) -> None:
     indptr, indices = L.label_sets(tree)
     assert indptr.tolist() == [0, 3, 4, 5, 7, 10, 14, 15]
     assert indices[indptr[PUPPY] : indptr[PUPPY + 1]].tolist() == [PUPPY, DOG, ANIMAL, ORGANISM]
-    ptr, idx = L.expand_label_sets(indptr, indices, np.array([SUN, PUPPY, SUN]))
-    assert ptr.tolist() == [0, 1, 5, 6]
-    assert idx.tolist() == [SUN, PUPPY, DOG, ANIMAL, ORGANISM, SUN]
-    ptr, idx = L.expand_label_sets(indptr, indices, np.array([], dtype=np.int64))
-    assert ptr.tolist() == [0] and idx.size == 0
+    sets = L.expand_label_sets(indptr, indices, np.array([SUN, PUPPY, SUN]))
+    assert sets.indptr.tolist() == [0, 1, 5, 6]
+    assert sets.indices.tolist() == [SUN, PUPPY, DOG, ANIMAL, ORGANISM, SUN]
+    sets = L.expand_label_sets(indptr, indices, np.array([], dtype=np.int64))
+    assert sets.indptr.tolist() == [0] and sets.indices.size == 0
 
 
 def test_in_label_sets(tree: Tree) -> None:
     indptr, indices = L.label_sets(tree)
     labels = np.array([PUPPY, PUPPY, PUPPY, SUN, SUN, DOG])
     pred = np.array([ORGANISM, TOOL, -1, SUN, ORGANISM, PUPPY])
-    assert L.in_label_sets(indptr, indices, labels, pred).tolist() == [1, 0, 0, 1, 0, 0]
+    sets = L.expand_label_sets(indptr, indices, labels)
+    assert in_label_sets(pred, sets).tolist() == [1, 0, 0, 1, 0, 0]
 
 
 # --- frequency ---------------------------------------------------------------------------------
@@ -94,10 +96,10 @@ def test_frequency_ranks() -> None:
 
 def test_frequency_band_rank_and_value() -> None:
     # Rank percentile 100 r / 9 in [25, 75] -> ranks 3..6 -> ids 3, 8, 0, 9.
-    assert np.flatnonzero(L.frequency_band(COUNTS, 25)).tolist() == [0, 3, 8, 9]
-    # np.percentile gives [3, 6.75]: the tied id 2 joins.
-    assert np.flatnonzero(L.frequency_band(COUNTS, 25, "value")).tolist() == [0, 2, 3, 8, 9]
-    assert np.flatnonzero(L.frequency_band(COUNTS, 15)).tolist() == [0, 8]
+    assert np.flatnonzero(L.frequency_band(COUNTS, 25, "rank")).tolist() == [0, 3, 8, 9]
+    # np.percentile gives [3, 6.75]: the tied id 2 joins (value mode is the default).
+    assert np.flatnonzero(L.frequency_band(COUNTS, 25)).tolist() == [0, 2, 3, 8, 9]
+    assert np.flatnonzero(L.frequency_band(COUNTS, 15, "rank")).tolist() == [0, 8]
     assert L.frequency_band(COUNTS, 50).all()
     with pytest.raises(ValueError, match="s must be"):
         L.frequency_band(COUNTS, 55)
@@ -108,27 +110,38 @@ def test_frequency_band_rank_and_value() -> None:
 def test_frequency_band_without_ties_matches_value_mode() -> None:
     counts = np.random.default_rng(0).permutation(101) * 3 + 7
     for s in L.FREQUENCY_BANDS.values():
-        rank = L.frequency_band(counts, s)
+        rank = L.frequency_band(counts, s, "rank")
         assert rank.sum() == 2 * s + 1
         assert np.array_equal(rank, L.frequency_band(counts, s, "value"))
 
 
 def test_most_frequent_imbalanced_centered() -> None:
-    assert np.flatnonzero(L.most_frequent(COUNTS, 20)).tolist() == [4, 7]
-    imb = L.imbalanced_2k(COUNTS, band_s=15, top_percent=20)
+    assert np.flatnonzero(L.most_frequent(COUNTS, 20, "rank")).tolist() == [4, 7]
+    imb = L.imbalanced_2k(COUNTS, band_s=15, top_percent=20, mode="rank")
     assert np.flatnonzero(imb).tolist() == [0, 4, 7, 8]
     # Same number of classes (4) around the median: ranks 3..6.
     assert np.flatnonzero(L.centered_2k(COUNTS, num_classes=4)).tolist() == [0, 3, 8, 9]
     # Defaults: band [45, 55] is empty for 10 classes, top 10% is id 4; centred: rank 4 = id 8.
-    assert np.flatnonzero(L.imbalanced_2k(COUNTS)).tolist() == [4]
-    assert np.flatnonzero(L.centered_2k(COUNTS)).tolist() == [8]
+    assert np.flatnonzero(L.imbalanced_2k(COUNTS, mode="rank")).tolist() == [4]
+    assert np.flatnonzero(L.centered_2k(COUNTS, mode="rank")).tolist() == [8]
 
 
 def test_imbalanced_2k_size_at_scale() -> None:
     counts = np.random.default_rng(1).permutation(10450) + 100  # no ties
-    imb, cen = L.imbalanced_2k(counts), L.centered_2k(counts)
-    assert imb.sum() == cen.sum() == 1044 + 1045
-    assert not (imb & L.most_frequent(counts, 10) & L.frequency_band(counts, 5)).any()
+    for mode in ("rank", "value"):  # no ties: the modes agree
+        imb, cen = L.imbalanced_2k(counts, mode=mode), L.centered_2k(counts, mode=mode)
+        assert imb.sum() == cen.sum() == 1044 + 1045
+        top, band = L.most_frequent(counts, 10, mode), L.frequency_band(counts, 5, mode)
+        assert not (top & band).any()
+
+
+def test_value_mode_keeps_ties_at_the_edges() -> None:
+    # 30 classes: counts 1..10 three times each -> every band edge value is shared.
+    counts = np.tile(np.arange(1, 11), 3)
+    value, rank = L.frequency_band(counts, 5), L.frequency_band(counts, 5, "rank")
+    assert rank.sum() == 2  # ranks 14, 15 of 0..29 (100 r / 29 in [45, 55])
+    assert value.sum() == 6 and (value >= rank).all()  # both counts tied at the edges join
+    assert set(counts[value]) == {5, 6}
 
 
 # --- ODD, model-based, random, subsets ---------------------------------------------------------
@@ -157,14 +170,3 @@ def test_random_classes() -> None:
     a = L.random_classes(100, 10, seed=3)
     assert a.sum() == 10 and np.array_equal(a, L.random_classes(100, 10, seed=3))
     assert not np.array_equal(a, L.random_classes(100, 10, seed=4))
-
-
-def test_subset_view() -> None:
-    idx, new, kept = L.subset_view(np.array([0, 2, 1, 2, 3]), np.array([True, False, True, False]))
-    assert idx.tolist() == [0, 1, 3]
-    assert new.tolist() == [0, 1, 1]
-    assert kept.tolist() == [0, 2]
-    with pytest.raises(ValueError, match="labels must be < 2"):
-        L.subset_view(np.array([0, 2]), np.array([True, False]))
-    with pytest.raises(ValueError, match="bool"):
-        L.subset_view(np.array([0]), np.array([1, 0]))

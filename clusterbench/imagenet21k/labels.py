@@ -1,16 +1,17 @@
 """Label rules of the paper's ImageNet-21K / ImageNet-1K benchmarks as pure numpy functions.
 
 Class selectors return a bool mask over the C classes (so they combine with `|` and `&`);
-`subset_view` turns a mask into sample indices and contiguous labels. Everything is
+`clusterbench.benchmarks.hierarchy` turns masks and class maps into views. Everything is
 vectorized over samples, so 11M labels take well under a second per call.
 
-Frequency bands are rank based: classes are ordered by (train count, class id), ascending,
-and class i of C sits at percentile 100 * rank_i / (C - 1) -- numpy's linear percentile
-convention, so without ties a band equals "count within np.percentile(counts, [lo, hi])".
-Ties are broken by class id, which keeps band sizes exact and the result deterministic.
-`mode="value"` instead keeps every class whose count lies within the percentile values,
-tied classes at the edges included; that reading likely explains why the paper's sizes
-(e.g. 1060 classes for s=5) are slightly above the rank-based ones.
+Frequency bands default to `mode="value"`: a band keeps every class whose train count lies
+within np.percentile(counts, [lo, hi]) (numpy's linear convention), so classes tied with an
+edge value all join and a band may exceed its nominal size. Real class histograms are full
+of ties (counts are integers in a narrow range), and this reading reproduces the paper's
+sizes: Tiny has 1060 classes, not the 1045-1046 of an exact 10% of 10450, and Imbalanced-2K
+has 2113 = about 1060 + 1053. `mode="rank"` orders classes by (train count, class id)
+ascending and keeps class i of C when 100 * rank_i / (C - 1) lies in [lo, hi]: exact sizes,
+ties broken by class id. Without ties both modes agree.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from clusterbench.imagenet21k.tree import Tree
+from clusterbench.view import LabelSets
 
 BandMode = Literal["rank", "value"]
 # Named frequency benchmarks: s of the band m_s = [50 - s, 50 + s].
@@ -81,16 +83,14 @@ def wordnet_leaf_classes(tree: Tree) -> np.ndarray:
 def label_sets(tree: Tree) -> tuple[np.ndarray, np.ndarray]:
     """Per-class multi-label sets S_L as CSR (indptr (C+1,), indices): GT class, then ancestors.
 
-    The set of a sample with label y is indices[indptr[y]:indptr[y+1]]; use
-    `expand_label_sets` for per-sample CSR arrays or `in_label_sets` to test predictions.
+    The set of a sample with label y is indices[indptr[y]:indptr[y+1]]; `expand_label_sets`
+    gives per-sample sets for `clusterbench.metrics.in_label_sets`.
     """
     return tree.chains
 
 
-def expand_label_sets(
-    indptr: np.ndarray, indices: np.ndarray, labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample CSR label sets from per-class CSR sets, gathered without a Python loop."""
+def expand_label_sets(indptr: np.ndarray, indices: np.ndarray, labels: np.ndarray) -> LabelSets:
+    """Per-sample label sets from per-class CSR sets, gathered without a Python loop."""
     indptr = _int_array(indptr, "indptr")
     indices = _int_array(indices, "indices")
     labels = _labels(labels, len(indptr) - 1)
@@ -98,27 +98,7 @@ def expand_label_sets(
     out_ptr = np.zeros(len(labels) + 1, dtype=np.int64)
     np.cumsum(sizes, out=out_ptr[1:])
     offsets = np.arange(out_ptr[-1], dtype=np.int64) - np.repeat(out_ptr[:-1], sizes)
-    return out_ptr, indices[np.repeat(indptr[:-1][labels], sizes) + offsets]
-
-
-def in_label_sets(
-    indptr: np.ndarray, indices: np.ndarray, labels: np.ndarray, predicted: np.ndarray
-) -> np.ndarray:
-    """(N,) bool: predicted[i] is in the set of class labels[i]; negative predictions never are."""
-    indptr = _int_array(indptr, "indptr")
-    indices = _int_array(indices, "indices")
-    labels = _labels(labels, len(indptr) - 1)
-    predicted = _int_array(predicted, "predicted")
-    if predicted.shape != labels.shape:
-        raise ValueError(f"predicted {predicted.shape} and labels {labels.shape} differ in shape")
-    # One sorted key per (class, member) pair; membership is then a binary search.
-    width = int(max(indices.max(initial=-1), predicted.max(initial=-1))) + 1
-    owner = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
-    keys = np.sort(owner * width + indices)
-    query = labels * width + predicted
-    pos = np.searchsorted(keys, query).clip(max=max(len(keys) - 1, 0))
-    found = keys[pos] == query if len(keys) else np.zeros(len(labels), dtype=bool)
-    return found & (predicted >= 0)
+    return LabelSets(out_ptr, indices[np.repeat(indptr[:-1][labels], sizes) + offsets])
 
 
 # --- frequency benchmarks ------------------------------------------------------------------
@@ -148,7 +128,7 @@ def _percentile_range(counts: np.ndarray, lo: float, hi: float, mode: BandMode) 
     raise ValueError(f"mode must be 'rank' or 'value', got {mode!r}")
 
 
-def frequency_band(counts: np.ndarray, s: float, mode: BandMode = "rank") -> np.ndarray:
+def frequency_band(counts: np.ndarray, s: float, mode: BandMode = "value") -> np.ndarray:
     """(C,) mask of the band m_s = [50 - s, 50 + s] around the median class frequency.
 
     `counts` is the train class histogram (np.bincount(train_labels, minlength=C)).
@@ -159,7 +139,7 @@ def frequency_band(counts: np.ndarray, s: float, mode: BandMode = "rank") -> np.
     return _percentile_range(counts, 50 - s, 50 + s, mode)
 
 
-def most_frequent(counts: np.ndarray, percent: float = 10, mode: BandMode = "rank") -> np.ndarray:
+def most_frequent(counts: np.ndarray, percent: float = 10, mode: BandMode = "value") -> np.ndarray:
     """(C,) mask of the `percent` % most frequent classes (percentiles [100 - percent, 100])."""
     if not 0 <= percent <= 100:
         raise ValueError(f"percent must be in [0, 100], got {percent}")
@@ -167,7 +147,7 @@ def most_frequent(counts: np.ndarray, percent: float = 10, mode: BandMode = "ran
 
 
 def imbalanced_2k(
-    counts: np.ndarray, band_s: float = 5, top_percent: float = 10, mode: BandMode = "rank"
+    counts: np.ndarray, band_s: float = 5, top_percent: float = 10, mode: BandMode = "value"
 ) -> np.ndarray:
     """(C,) mask of Imbalanced-2K: the 10%-wide band around the median plus the top 10%.
 
@@ -178,7 +158,7 @@ def imbalanced_2k(
 
 
 def centered_2k(
-    counts: np.ndarray, num_classes: int | None = None, mode: BandMode = "rank"
+    counts: np.ndarray, num_classes: int | None = None, mode: BandMode = "value"
 ) -> np.ndarray:
     """(C,) mask of Centered-2K: as many classes as Imbalanced-2K, centred on the median rank.
 
@@ -240,21 +220,3 @@ def random_classes(num_classes: int, k: int, seed: int) -> np.ndarray:
     mask = np.zeros(num_classes, dtype=bool)
     mask[np.random.default_rng(seed).choice(num_classes, size=k, replace=False)] = True
     return mask
-
-
-def subset_view(
-    labels: np.ndarray, class_mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sample_indices, remapped_labels, kept_class_ids) of the samples of the kept classes.
-
-    Kept classes are renumbered 0..K-1 in class-id order: kept_class_ids[new] = old.
-    """
-    mask = np.asarray(class_mask)
-    if mask.dtype != bool or mask.ndim != 1:
-        raise ValueError(f"class_mask must be a 1-D bool array, got {mask.dtype} {mask.shape}")
-    labels = _labels(labels, len(mask))
-    kept = np.flatnonzero(mask)
-    new_id = np.full(len(mask), -1, dtype=np.int64)
-    new_id[kept] = np.arange(len(kept))
-    idx = np.flatnonzero(mask[labels])
-    return idx, new_id[labels[idx]], kept

@@ -1,0 +1,141 @@
+"""ImageNet-1K ReaL (Beyer et al. 2020; section 4.4, Table 4): multi-label validation sets.
+
+ReaL file (`real.json`): a JSON list with one entry per ImageNet-1K validation image in
+val-file order (ILSVRC2012_val_00000001 first), each a list of standard ImageNet-1K class
+ids (sorted-wnid order), possibly empty. Images with an empty list are excluded. timm ships
+the file (50000 lists, 3163 empty); `dataset.real` overrides it. The base store's val rows
+must follow the same val-file order.
+
+Evaluation (`evaluate_real`): the Hungarian mapping is estimated from the top-1 predictions
+against one label drawn at random from each image's set S_L; all metrics are computed with
+that mapping and label, the draw is repeated `repeats` times (50 in the paper) and the mean
+is reported, with the standard deviation of each accuracy next to it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clusterbench.benchmarks.base import BenchmarkFileError, open_base
+from clusterbench.benchmarks.cache import ViewArrays, cached_view
+from clusterbench.imagenet21k.labels import expand_label_sets
+from clusterbench.metrics import evaluate
+from clusterbench.predictions import Predictions
+from clusterbench.synthetic_in21k import timm_real_labels_path
+from clusterbench.view import BenchmarkView, LabelSets
+
+NUM_CLASSES = 1000
+ACCURACIES = ("acc", "top5_acc", "top1_L_acc", "top5_L_acc", "nmi", "ari")
+
+
+def load_real(file: Path, num_val: int) -> LabelSets:
+    """Per-image ReaL label sets (CSR) from a real.json file, validated against num_val."""
+    try:
+        raw = json.loads(Path(file).read_text())
+    except FileNotFoundError:
+        raise BenchmarkFileError(f"ReaL labels file {file} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchmarkFileError(f"{file} is not valid JSON ({exc})") from None
+    if not isinstance(raw, list) or not all(isinstance(s, list) for s in raw):
+        raise BenchmarkFileError(
+            f"{file}: expected a JSON list with one list of class ids per validation image"
+        )
+    if len(raw) != num_val:
+        raise BenchmarkFileError(
+            f"{file}: has {len(raw)} entries but the base store has {num_val} validation "
+            "images; expected one entry per image, in val-file order"
+        )
+    sizes = np.fromiter((len(s) for s in raw), dtype=np.int64, count=len(raw))
+    flat = [x for s in raw for x in s]
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in flat):
+        raise BenchmarkFileError(f"{file}: class ids must be integers")
+    indices = np.array(flat, dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= NUM_CLASSES):
+        raise BenchmarkFileError(
+            f"{file}: class ids must be in 0..{NUM_CLASSES - 1}, found "
+            f"{int(indices.min())}..{int(indices.max())}"
+        )
+    indptr = np.zeros(len(raw) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=indptr[1:])
+    return LabelSets(indptr, indices)
+
+
+def restrict(sets: LabelSets, rows: np.ndarray) -> LabelSets:
+    """The label sets of the given rows, in that order."""
+    return expand_label_sets(sets.indptr, sets.indices, rows)
+
+
+def in1k_real(
+    real: str | None = None,
+    repeats: int = 50,
+    sample_seed: int = 0,
+    name: str = "in1k_real",
+    **base: Any,
+) -> BenchmarkView:
+    """ImageNet-1K train; val = the images with a non-empty ReaL set, S_L = that set.
+
+    `params['mapping'] = 'sampled'` asks the run to evaluate with `evaluate_real`
+    (`repeats` draws seeded by `sample_seed`); `val_labels` keep the original labels.
+    """
+    src = open_base("in1k", name, **base)
+    file = Path(real).expanduser() if real else timm_real_labels_path()
+
+    def build() -> ViewArrays:
+        sets = load_real(file, len(src.store.val))
+        keep = np.flatnonzero(np.diff(sets.indptr) > 0)
+        train, val = src.labels
+        names = list(src.family_classes)
+        return ViewArrays(
+            train, val[keep], len(names), names, val_index=keep, val_label_sets=restrict(sets, keep)
+        )
+
+    params = {"mapping": "sampled", "repeats": int(repeats), "sample_seed": int(sample_seed)}
+    return cached_view(name, src, "in1k_real", params, build, files={"real": file})
+
+
+def sample_labels(sets: LabelSets, rng: np.random.Generator) -> np.ndarray:
+    """(N,) one label drawn uniformly from each sample's set (every set must be non-empty)."""
+    sizes = np.diff(sets.indptr)
+    if (sizes == 0).any():
+        raise ValueError(f"{int((sizes == 0).sum())} label sets are empty; exclude them first")
+    pick = np.floor(rng.random(sizes.size) * sizes).astype(np.int64)
+    return sets.indices[sets.indptr[:-1] + pick]
+
+
+def evaluate_real(
+    predictions: Predictions,
+    label_sets: LabelSets,
+    num_classes: int,
+    repeats: int = 50,
+    seed: int = 0,
+) -> dict:
+    """`metrics.evaluate` averaged over `repeats` random single-label draws from S_L.
+
+    Same shape as `evaluate`'s result: metrics (means, plus `<metric>_std` for the accuracies
+    and `real_repeats`) and, when predictions carry confidences, the reliability bins with
+    per-bin accuracy averaged over the draws.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    rng = np.random.default_rng(seed)
+    runs = [
+        evaluate(predictions, sample_labels(label_sets, rng), num_classes, label_sets)
+        for _ in range(repeats)
+    ]
+    metrics: dict = {}
+    for key, first in runs[0]["metrics"].items():
+        values = np.array([r["metrics"][key] for r in runs], dtype=np.float64)
+        metrics[key] = float(values.mean()) if isinstance(first, float) else first
+        if key in ACCURACIES:
+            metrics[f"{key}_std"] = float(values.std())
+    metrics["real_repeats"] = int(repeats)
+    out: dict = {"metrics": metrics}
+    if "reliability" in runs[0]:
+        rel = dict(runs[0]["reliability"])
+        rel["accuracy"] = np.mean([r["reliability"]["accuracy"] for r in runs], axis=0).tolist()
+        out["reliability"] = rel
+    return out
