@@ -1,13 +1,11 @@
 """Dataset builders named by `conf/dataset/*.yaml`: each returns a BenchmarkView.
 
 `synthetic` generates (once, cached) the embedded default; `store` opens any directory in
-the documented format, either given directly (`dataset=custom dataset.path=DIR`) or
-resolved from `paths.features_root/<source>/<extractor>` for named datasets.
+the documented format (`dataset=custom dataset.path=DIR`). The paper's named benchmarks are
+views built in `clusterbench.benchmarks`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -40,9 +38,8 @@ def synthetic(cache_dir: str, name: str = "synthetic", **params) -> BenchmarkVie
 def store(
     path: str | None,
     name: str = "custom",
-    source: str | None = None,
-    extractor: str | None = None,
     check_finite: bool = True,
+    cache_dir: str | None = None,
 ) -> BenchmarkView:
     """A store directory as one benchmark: all samples, the store's labels."""
     if not path:
@@ -50,15 +47,5 @@ def store(
             "dataset.path is not set; run e.g. `python -m clusterbench "
             "dataset=custom dataset.path=/path/to/store`"
         )
-    if extractor == "none" and source:
-        raise ConfigError(
-            f"dataset={name} reads features of a named extractor; add e.g. "
-            f"extractor=ibot_vitl (see conf/extractor/)"
-        )
-    root = Path(path).expanduser()
-    if source and not root.is_dir():
-        raise ConfigError(
-            f"no features for dataset={name} extractor={extractor} at {root}; expected a "
-            "feature store there (see README: Feature store), or set paths.features_root"
-        )
-    return BenchmarkView.whole(FeatureStore.open(root, check_finite=check_finite), name)
+    store = FeatureStore.open(path, check_finite=check_finite, cache_dir=cache_dir)
+    return BenchmarkView.whole(store, name)

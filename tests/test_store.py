@@ -114,3 +114,20 @@ def test_corrupt_npy(tmp_path):
     (root / "val.npy").write_bytes(b"not an array")
     with pytest.raises(StoreError, match="val.npy is not a readable .npy array"):
         FeatureStore.open(root)
+
+
+def test_finite_scan_is_remembered_per_fingerprint(tmp_path, monkeypatch):
+    import clusterbench.store as store_module
+
+    root = write_store(tmp_path / "s", *_arrays())
+    calls = []
+    real = store_module._check_finite
+    monkeypatch.setattr(store_module, "_check_finite", lambda f, x: calls.append(f) or real(f, x))
+    FeatureStore.open(root, cache_dir=tmp_path / "cache")
+    FeatureStore.open(root, cache_dir=tmp_path / "cache")
+    assert len(calls) == 2  # train and val, scanned once
+    train, tl, val, vl = _arrays()
+    train[0, 0] = np.nan  # new content, new fingerprint: scanned again and caught
+    write_store(root, train, tl, val, vl)
+    with pytest.raises(StoreError, match="1 of 20 rows contain NaN"):
+        FeatureStore.open(root, cache_dir=tmp_path / "cache")

@@ -104,7 +104,7 @@ def open_base(
             "feature store there (see README: Feature store), or set paths.features_root or "
             "dataset.base (extractor=none uses the synthetic stand-in)"
         )
-    store = FeatureStore.open(root, check_finite=check_finite)
+    store = FeatureStore.open(root, check_finite=check_finite, cache_dir=cache)
     return Base(store, family, cache, synthetic=False, family_classes=classes)
 
 
