@@ -13,19 +13,21 @@ import numpy as np  # noqa: E402
 
 def reliability_diagram(reliability: dict, ece: float, path: Path, title: str) -> Path:
     edges = np.asarray(reliability["bin_edges"])
-    acc, count = np.asarray(reliability["accuracy"]), np.asarray(reliability["count"])
+    acc, conf = np.asarray(reliability["accuracy"]), np.asarray(reliability["confidence"])
+    used = np.asarray(reliability["count"]) > 0
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.bar(centres, np.where(count > 0, acc, 0), width=width, edgecolor="black", label="accuracy")
+    ax.bar(centres[used], acc[used], width=width[used], edgecolor="black", label="accuracy")
+    # The gap runs from a bin's accuracy to its mean confidence, up or down.
     ax.bar(
-        centres,
-        np.where(count > 0, centres - acc, 0),
-        bottom=np.where(count > 0, acc, 0),
-        width=width,
-        color="tab:red",
-        alpha=0.3,
+        centres[used],
+        conf[used] - acc[used],
+        bottom=acc[used],
+        width=width[used],
+        fill=False,
         edgecolor="tab:red",
-        label="gap",
+        hatch="//",
+        label="gap to confidence",
     )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set(

@@ -155,3 +155,16 @@ def test_nan_loss_stops_with_epoch_and_step(easy_store, tmp_path, monkeypatch):
     with pytest.raises(TrainingDiverged, match=r"became nan at epoch 0, step 3"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_out_of_memory_names_the_knobs(easy_store, tmp_path, monkeypatch):
+    from lightning.pytorch import Trainer
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    monkeypatch.setattr(Trainer, "fit", oom)
+    cfg = compose_config(tmp_path, overrides(easy_store, tmp_path / "cache", "scanv2"))
+    with pytest.raises(ClusterbenchError, match="lower method.batch_size, set method.head_chunk"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists()
