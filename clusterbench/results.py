@@ -1,13 +1,10 @@
-"""results.json: written atomically, so a failed run never leaves a partial file."""
+"""What a run reports: library versions and the printed metrics table (results.json itself is
+written by `atomic.write_json_atomic`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 from importlib import metadata
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -46,22 +43,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def print_metrics(metrics: dict, title: str, console: Console | None = None) -> None:

@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from clusterbench.errors import ClusterbenchError, ConfigError
+from clusterbench.atomic import write_json_atomic
+from clusterbench.errors import ConfigError
+from clusterbench.instantiate import build
 from clusterbench.metrics import evaluate
 from clusterbench.neighbours import mine_neighbours
 from clusterbench.plots import confidence_histogram, reliability_diagram
-from clusterbench.results import library_versions, print_metrics, write_json_atomic
+from clusterbench.results import library_versions, print_metrics
 from clusterbench.task import ClusteringTask
 from clusterbench.tracking import build_loggers, close_loggers, log_run
 from clusterbench.view import BenchmarkView
-
-
-def build(node: DictConfig) -> Any:
-    """Hydra instantiate, surfacing our own errors instead of Hydra's wrapper around them."""
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, ClusterbenchError):
-            raise exc.__cause__ from None
-        raise
 
 
 def evaluate_view(predictions, view: BenchmarkView) -> dict:

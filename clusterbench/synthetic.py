@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from clusterbench.atomic import write_dir_atomically
 from clusterbench.errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -148,13 +147,9 @@ def generate(spec: SyntheticSpec) -> dict[str, np.ndarray]:
 
 def materialize(spec: SyntheticSpec, cache_dir: str | os.PathLike) -> Path:
     """Write the store for `spec` under cache_dir once (atomically) and return its path."""
-    root = Path(cache_dir).expanduser() / "synthetic" / spec.key
-    if (root / "meta.json").exists():
-        return root
-    arrays = generate(spec)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.key}-", dir=root.parent))
-    try:
+
+    def write(tmp: Path) -> None:
+        arrays = generate(spec)
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         (tmp / "classes.txt").write_text(
@@ -168,11 +163,5 @@ def materialize(spec: SyntheticSpec, cache_dir: str | os.PathLike) -> Path:
             "spec": asdict(spec),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process won the race and wrote the same store
-            if not (root / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return write_dir_atomically(Path(cache_dir).expanduser() / "synthetic" / spec.key, write)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr
 
-from clusterbench.benchmarks.cache import write_dir_atomically
+from clusterbench.atomic import write_dir_atomically
 from clusterbench.errors import ConfigError
 from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.build_tree import timm_info_file

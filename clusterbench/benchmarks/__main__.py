@@ -12,32 +12,21 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from clusterbench.__main__ import CONFIG_DIR
 from clusterbench.errors import ClusterbenchError
-
-
-def build_view(node: DictConfig):
-    """Hydra instantiate, surfacing our own errors instead of Hydra's wrapper around them."""
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, ClusterbenchError):
-            raise exc.__cause__ from None
-        raise
+from clusterbench.instantiate import build
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
+    from clusterbench.atomic import write_json_atomic
     from clusterbench.benchmarks.summary import describe, render
-    from clusterbench.results import write_json_atomic
 
     try:
-        info = describe(build_view(cfg.dataset))
+        info = describe(build(cfg.dataset))
     except (ClusterbenchError, OmegaConfBaseException) as exc:
         print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, greppable in job logs
         sys.exit(2)

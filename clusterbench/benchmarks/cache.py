@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from clusterbench.atomic import write_dir_atomically
 from clusterbench.imagenet21k.tree import default_tree_path
 from clusterbench.store import fingerprint_files
 from clusterbench.view import BenchmarkView, LabelSets
@@ -44,28 +42,6 @@ class ViewArrays:
 
 
 _ARRAYS = ("train_labels", "val_labels", "train_index", "val_index")
-
-
-def write_dir_atomically(root: Path, write: Callable[[Path], None]) -> Path:
-    """Run write(tmp) in a fresh directory next to `root`, then rename it into place.
-
-    `root/meta.json` marks a finished directory: writers must create it.
-    """
-    if (root / "meta.json").exists():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; caches may be shared
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process won the race and wrote the same entry
-            if not (root / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 def file_fingerprints(files: dict[str, Path]) -> dict[str, str]:
