@@ -130,3 +130,96 @@ def scan_loss(student_log_probs: Tensor, teacher_log_probs: Tensor, alpha: float
     marginal = differentiable_global_mean(student_log_probs.exp(), dim=2)  # (H, 2, C)
     neg_entropy = (marginal * marginal.clamp_min(1e-30).log()).sum(dim=-1)  # (H, 2)
     return consistency.mean(dim=(1, 2)) + alpha * neg_entropy.mean(dim=1)
+
+
+# --------------------------------------------------------------------------- fused blocks
+# The functions below evaluate the same losses on a block of heads straight from tempered
+# logits and return the gradient with respect to those logits in closed form, so the training
+# step needs no autograd graph (and no saved copies) of the (H, 2, B, C) tensors. They are
+# checked against `temi_loss` / `scan_loss` + autograd in the tests.
+
+
+def softmax_stats(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax over the last axis and the log-normaliser (logsumexp), with one exp pass.
+
+    logits: (..., C) -> probs (..., C) in a new tensor, lse (..., 1). The log-normaliser comes
+    from the largest probability, lse = max(logits) - log(max(probs)), where max(probs) >= 1/C
+    keeps it exact to float precision; torch's softmax kernel is faster than any composition.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    top = logits.amax(dim=-1, keepdim=True)
+    return probs, top.sub_(probs.amax(dim=-1, keepdim=True).log_())
+
+
+def temi_block(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    teacher_lse: Tensor,
+    log_prior: Tensor,
+    weight: Tensor,
+    beta: float,
+) -> tuple[Tensor, Tensor]:
+    """TEMI loss (Eq. 1) of a block of heads and its gradient, from tempered logits.
+
+    student_logits: (h, 2, B, C) student logits a over the student temperature; overwritten
+    teacher_logits: (h, 2, B, C) teacher logits t' over its temperature with the views swapped,
+                    so [:, v] is the teacher on the partner of the student's view v
+    teacher_lse:    (h, 2, B, 1) their logsumexp
+    log_prior:      (h, C) log q~_t(c); weight: (B,) pair weights
+    returns:        loss (h,) equal to `temi_loss`, and its gradient w.r.t. a (h, 2, B, C)
+
+    With u = beta (a + t') - log prior: pmi = lse(u) - beta (lse(a) + lse(t')), and the
+    gradient w.r.t. a is beta w_b / (2B) (softmax(a) - softmax(u)).
+    """
+    b = student_logits.shape[2]
+    probs, lse_s = softmax_stats(student_logits)
+    u = student_logits.add_(teacher_logits)
+    torch.add(-log_prior[:, None, None, :], u, alpha=beta, out=u)  # beta (a + t') - log prior
+    probs_u, lse_u = softmax_stats(u)
+    pmi = (lse_u - beta * (lse_s + teacher_lse))[..., 0]  # (h, 2, B)
+    loss = -(pmi * weight).sum(dim=(1, 2)) / (2 * b)
+    grad = probs.sub_(probs_u).mul_((beta / (2 * b)) * weight[:, None])
+    return loss, grad
+
+
+def scan_block(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    teacher_lse: Tensor,
+    alpha: float,
+) -> tuple[Tensor, Tensor]:
+    """SCANv2 loss (Eq. 2) of a block of heads and its gradient, from tempered logits.
+
+    Arguments and returns as in `temi_block`; the loss equals `scan_loss`.
+    With r = softmax(a + t'), p = softmax(a) and l = log of the batch-mean p of each view:
+    the consistency gradient is (p - r) / (2B) and the entropy gradient
+    alpha / (2B) p (l - <p, l>) (scaled for the global batch when distributed).
+    """
+    b = student_logits.shape[2]
+    probs, lse_s = softmax_stats(student_logits)
+    # Batch-mean student distribution of each view over the global batch.
+    packed = torch.cat([probs.sum(dim=2).reshape(-1), probs.new_tensor([float(b)])])
+    all_reduce_sum(packed)
+    count = packed[-1]
+    marginal = (packed[:-1] / count).view(probs.shape[0], 2, -1)  # (h, 2, C)
+    log_marginal = marginal.clamp_min(1e-30).log()
+    neg_entropy = (marginal * log_marginal).sum(dim=-1)  # (h, 2)
+
+    u = student_logits.add_(teacher_logits)
+    probs_u, lse_u = softmax_stats(u)
+    consistency = -(lse_u - lse_s - teacher_lse)[..., 0]  # (h, 2, B)
+    loss = consistency.mean(dim=(1, 2)) + alpha * neg_entropy.mean(dim=1)
+
+    # d(m log m)/dm as autograd takes it through clamp_min; the constant 1 cancels in the
+    # softmax Jacobian but is kept so that rows at the clamp match exactly. Each process
+    # holds b of `count` rows, and DDP averages the gradients over processes.
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    slope = log_marginal + (marginal >= 1e-30).to(marginal.dtype)
+    slope = slope * (alpha * world * b / count)
+    mean_slope = torch.matmul(probs, slope[..., None])  # (h, 2, B, 1): <p, slope>
+    scale = 1.0 / (2 * b)
+    # (p (1 + slope - <p, slope>) - r) / (2B), built in the buffer of softmax(u).
+    grad = probs_u.mul_(-scale)
+    grad.addcmul_(probs, (slope + 1.0)[:, :, None, :], value=scale)
+    grad.addcmul_(probs, mean_slope, value=-scale)
+    return loss, grad
