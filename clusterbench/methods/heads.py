@@ -4,7 +4,7 @@ Each head is DINO's projection head with a weight-normalised last layer:
     Linear(D, hidden) -> GELU -> ... -> Linear(hidden, bottleneck) -> L2-normalise
     -> weight-normalised Linear(bottleneck, C, no bias)
 Parameters of all heads are stacked along a leading head axis (H, in, out) so one forward is a
-handful of `einsum`/`baddbmm` calls whatever H is; 32 heads cost about one large matmul.
+handful of `baddbmm`/`bmm` calls whatever H is; 32 heads cost about one large matmul.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class FusedLinear(nn.Module):
 
     def forward(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
         """x: (M, in) shared by all heads, or (h, M, in) per head -> (h, M, out)."""
-        weight, bias = self.weight[heads], self.bias[heads]
+        weight, bias = self.weight, self.bias
+        if heads != slice(None):  # slicing all heads would cost a zero-filled copy in backward
+            weight, bias = weight[heads], bias[heads]
         if x.dim() == 2:  # a stride-0 batch: no copy of x, one batched GEMM with the bias
             x = x.expand(weight.shape[0], *x.shape)
         return torch.baddbmm(bias[:, None, :], x, weight)

@@ -270,10 +270,10 @@ class SelfDistillationClustering(L.LightningModule):
     def _block_heads(self, block_elements: int, device: torch.device) -> int:
         """Heads per block of the last layer and loss.
 
-        On a CPU, as many as keep a block's (2B, C) tensors near the cache size (4 heads at
-        B=512, C=1000: fewer, smaller calls lose more to per-call overhead than they gain); on
-        an accelerator, as many as fit 1 GiB of float32 logits per tensor (all 32 heads at
-        B=512, C=1000; 3 at B=4096, C=10450).
+        On a CPU, as many as keep a block's (2B, C) tensors about the size of the last-level
+        cache (4 heads at B=512, C=1000; single heads lose more in smaller GEMM batches than
+        they gain in cache hits); on an accelerator, as many as fit 1 GiB of float32 logits per
+        tensor (all 32 heads at B=512, C=1000; 3 at B=4096, C=10450).
         """
         limit = CPU_BLOCK_ELEMENTS if device.type == "cpu" else ACCELERATOR_BLOCK_ELEMENTS
         return max(1, limit // max(block_elements, 1))
