@@ -4,42 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
 
+from clusterbench.bench import loop_heads
 from clusterbench.methods.ema import MomentumTeacher
 from clusterbench.methods.heads import FusedHeads, InputNorm, weight_decay_groups
 from clusterbench.methods.losses import scan_loss, temi_instance_weight, temi_loss
 
 
-class L2Normalize(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1)
-
-
 def per_head_modules(fused: FusedHeads) -> nn.ModuleList:
     """The straightforward implementation: one nn.Sequential per head, weights copied."""
-    heads = nn.ModuleList()
-    for h in range(fused.num_heads):
-        layers: list[nn.Module] = []
-        for i, layer in enumerate(fused.mlp):
-            lin = nn.Linear(*layer.weight.shape[1:])
-            with torch.no_grad():
-                lin.weight.copy_(layer.weight[h].T)
-                lin.bias.copy_(layer.bias[h])
-            layers.append(lin)
-            if i < len(fused.mlp) - 1:
-                layers.append(nn.GELU())
-        layers.append(L2Normalize())
-        in_dim, out_dim = fused.last_layer.weight_v.shape[1:]
-        last = weight_norm(nn.Linear(in_dim, out_dim, bias=False))
-        with torch.no_grad():
-            last.parametrizations.weight.original0.copy_(fused.last_layer.weight_g[h][:, None])
-            last.parametrizations.weight.original1.copy_(fused.last_layer.weight_v[h].T)
-        layers.append(last)
-        heads.append(nn.Sequential(*layers))
-    return heads
+    return loop_heads(fused)
 
 
 def _randomise_gains(fused: FusedHeads) -> None:
