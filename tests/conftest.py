@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from clusterbench.__main__ import CONFIG_DIR
+from clusterbench.imagenet21k.tree import Tree
 
 os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -79,3 +81,33 @@ def compose_config(tmp_path: Path, overrides: list[str]) -> DictConfig:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache per test session, so the synthetic default is generated once."""
     return tmp_path_factory.getbasetemp() / "cache"
+
+
+# A 7-class tree (the shape of tests/fixtures/wordnet_tiny), nodes 7..9 are not classes:
+#   entity(7) -> organism(1) -> animal(3) -> dog(0) -> puppy(5)
+#                               animal(3) -> working_animal(9) -> sled_dog(4)
+#   entity(7) -> artifact(8) -> tool(6);  sun(2) is a root
+DOG, ORGANISM, SUN, ANIMAL, SLED_DOG, PUPPY, TOOL, ENTITY, ARTIFACT, WORKING = range(10)
+
+
+@pytest.fixture(scope="module")
+def tree() -> Tree:
+    parent = [ANIMAL, ENTITY, -1, ORGANISM, WORKING, DOG, ARTIFACT, -1, ENTITY, ANIMAL]
+    return Tree(
+        wnids=tuple(f"n{i:08d}" for i in range(10)),
+        names=("dog", "organism", "sun", "animal", "sled dog", "puppy", "tool", "entity")
+        + ("artifact", "working animal"),
+        parent=np.array(parent),
+        num_classes=7,
+        has_hypernym=np.array([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool),
+        has_hyponym=np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 1], bool),
+    )
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors gain nothing from threads, and spinning threads stall on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

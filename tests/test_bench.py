@@ -13,13 +13,7 @@ from clusterbench.bench import FusedStep, LoopStep, Shape
 TINY = Shape(n=200, d=16, c=7, h=3, b=8, hidden=24, bottleneck=8, knn=5)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from threads, and spinning threads stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_quick_run_writes_every_number(tmp_path):

@@ -26,25 +26,17 @@ from clusterbench.synthetic_in21k import (
     timm_real_labels_path,
 )
 from clusterbench.view import LabelSets
-
-# The 7-class tree of test_imagenet21k_labels; nodes 7..9 are not classes:
-#   entity(7) -> organism(1) -> animal(3) -> dog(0) -> puppy(5)
-#                               animal(3) -> working_animal(9) -> sled_dog(4)
-#   entity(7) -> artifact(8) -> tool(6);  sun(2) is a root
-DOG, ORGANISM, SUN, ANIMAL, SLED_DOG, PUPPY, TOOL, ENTITY, ARTIFACT, WORKING = range(10)
-
-
-@pytest.fixture(scope="module")
-def tree() -> Tree:
-    parent = [ANIMAL, ENTITY, -1, ORGANISM, WORKING, DOG, ARTIFACT, -1, ENTITY, ANIMAL]
-    return Tree(
-        wnids=tuple(f"n{i:08d}" for i in range(10)),
-        names=tuple(f"node{i}" for i in range(10)),
-        parent=np.array(parent),
-        num_classes=7,
-        has_hypernym=np.array([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool),
-        has_hyponym=np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 1], bool),
-    )
+from tests.conftest import (  # the 7-class tree fixture `tree`
+    ANIMAL,
+    DOG,
+    ENTITY,
+    ORGANISM,
+    PUPPY,
+    SLED_DOG,
+    SUN,
+    TOOL,
+    WORKING,
+)
 
 
 def rows(sets: LabelSets | tuple) -> list[list[int]]:

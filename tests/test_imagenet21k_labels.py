@@ -9,28 +9,17 @@ from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.tree import Tree
 from clusterbench.metrics import in_label_sets
 
-# A 7-class tree (the shape of tests/fixtures/wordnet_tiny), nodes 7..9 are not classes:
-#   entity(7) -> organism(1) -> animal(3) -> dog(0) -> puppy(5)
-#                               animal(3) -> working_animal(9) -> sled_dog(4)
-#   entity(7) -> artifact(8) -> tool(6);  sun(2) is a root
-DOG, ORGANISM, SUN, ANIMAL, SLED_DOG, PUPPY, TOOL, ENTITY, ARTIFACT, WORKING = range(10)
-
-
-@pytest.fixture(scope="module")
-def tree() -> Tree:
-    parent = [ANIMAL, ENTITY, -1, ORGANISM, WORKING, DOG, ARTIFACT, -1, ENTITY, ANIMAL]
-    return Tree(
-        wnids=tuple(f"n{i:08d}" for i in range(10)),
-        names=("dog", "organism", "sun", "animal", "sled dog", "puppy", "tool", "entity")
-        + ("artifact", "working animal"),
-        parent=np.array(parent),
-        num_classes=7,
-        has_hypernym=np.array([1, 1, 0, 1, 1, 1, 1, 0, 1, 1], bool),
-        has_hyponym=np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 1], bool),
-    )
-
-
 # --- tree-based ----------------------------------------------------------------------------
+from tests.conftest import (  # the 7-class tree fixture `tree`
+    ANIMAL,
+    DOG,
+    ORGANISM,
+    PUPPY,
+    SLED_DOG,
+    SUN,
+    TOOL,
+    WORKING,
+)
 
 
 def test_tree_derived_views(tree: Tree) -> None:

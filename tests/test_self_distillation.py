@@ -19,13 +19,7 @@ from clusterbench.methods.self_distillation import SelfDistillationClustering
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from threads, and spinning threads stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def blobs(n: int = 300, groups: int = 3, dim: int = 16, knn: int = 10, seed: int = 0):
