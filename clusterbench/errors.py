@@ -11,3 +11,7 @@ class StoreError(ClusterbenchError):
 
 class ConfigError(ClusterbenchError):
     """A configuration value is missing or inconsistent with the data."""
+
+
+class BenchmarkFileError(ClusterbenchError):
+    """A benchmark input file (relabelling, per-class accuracies, ReaL labels) is malformed."""

@@ -14,7 +14,6 @@ import pytest
 
 from clusterbench.__main__ import CONFIG_DIR
 from clusterbench.benchmarks import coarse as coarse_module
-from clusterbench.benchmarks.base import BenchmarkFileError
 from clusterbench.benchmarks.coarse import coarse
 from clusterbench.benchmarks.frequency import band
 from clusterbench.benchmarks.imagenet1k import in1k_odd
@@ -24,7 +23,7 @@ from clusterbench.benchmarks.model_based import random_subset, top_k
 from clusterbench.benchmarks.real import in1k_real
 from clusterbench.benchmarks.relabel import relabel
 from clusterbench.benchmarks.summary import describe
-from clusterbench.errors import ConfigError, StoreError
+from clusterbench.errors import BenchmarkFileError, ConfigError, StoreError
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.run import run
 from clusterbench.store import FeatureStore

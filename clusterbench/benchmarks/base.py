@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterbench.errors import ClusterbenchError, ConfigError, StoreError
+from clusterbench.errors import ConfigError, StoreError
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.store import FeatureStore
 from clusterbench.synthetic_in21k import (
@@ -36,10 +36,6 @@ from clusterbench.synthetic_in21k import (
 
 FAMILIES = ("in21k", "in1k")
 FAMILY_TITLE = {"in21k": "ImageNet-21K-P classes", "in1k": "ImageNet-1K classes"}
-
-
-class BenchmarkFileError(ClusterbenchError):
-    """A benchmark input file (relabelling, per-class accuracies, ReaL labels) is malformed."""
 
 
 @dataclass

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import Base, BenchmarkFileError, open_base
+from clusterbench.benchmarks.base import Base, open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
-from clusterbench.errors import ConfigError
+from clusterbench.errors import BenchmarkFileError, ConfigError
 from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.view import BenchmarkView

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import BenchmarkFileError, open_base
+from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import ViewArrays, cached_view
+from clusterbench.errors import BenchmarkFileError
 from clusterbench.imagenet21k.labels import expand_label_sets
 from clusterbench.metrics import evaluate
 from clusterbench.predictions import Predictions
