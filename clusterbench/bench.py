@@ -25,7 +25,6 @@ count of the bytes the fused step holds at its peak.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import math
@@ -447,12 +446,7 @@ def _reset_peak_rss() -> None:
 
 def _return_freed_memory_to_os() -> None:
     """Serve every allocation above 64 KiB by mmap, so freed tensors leave the RSS at once."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD (also disables its dynamic growth)
-        libc.mallopt(-1, 0)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+    sd.set_malloc_thresholds(mmap=64 * 1024, trim=0)  # also stops the mmap threshold's growth
 
 
 class AllocationTrace:
