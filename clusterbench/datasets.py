@@ -1,7 +1,8 @@
 """Dataset builders named by `conf/dataset/*.yaml`: each returns a BenchmarkView.
 
-`synthetic` generates (once, cached) the embedded default; `store` opens any directory in
-the documented format (`dataset=custom dataset.path=DIR`). The paper's named benchmarks are
+`synthetic` generates (once, cached) the embedded default; `digits` caches scikit-learn's
+bundled handwritten digits as a store (real data, no download); `store` opens any directory
+in the documented format (`dataset=custom dataset.path=DIR`). The paper's named benchmarks are
 views built in `clusterbench.benchmarks`.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from clusterbench import digits as digits_store
 from clusterbench.errors import ConfigError
 from clusterbench.store import FeatureStore
 from clusterbench.synthetic import SyntheticSpec, materialize
@@ -33,6 +35,11 @@ def synthetic(cache_dir: str, name: str = "synthetic", **params) -> BenchmarkVie
     view.val_label_sets = LabelSets.from_class_sets(view.val_labels, siblings)
     view.params["superclasses"] = int(superclass_of.max() + 1)
     return view
+
+
+def digits(cache_dir: str, name: str = "digits") -> BenchmarkView:
+    """scikit-learn's handwritten digits: 64 pixel features, 10 classes, 1437 / 360 samples."""
+    return BenchmarkView.whole(FeatureStore.open(digits_store.materialize(cache_dir)), name)
 
 
 def store(

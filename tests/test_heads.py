@@ -93,20 +93,18 @@ def test_init_and_head_slices():
     assert fused.head_slices(2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
 
 
-def test_weight_decay_only_on_matrices():
+def test_weight_decay_on_matrices_and_gains_not_biases():
+    # As the reference's get_params_groups: its weight-norm gain is (C, 1), so it is decayed.
     fused = FusedHeads(8, 3, num_heads=2, hidden_dim=4, bottleneck_dim=4)
     decay, no_decay = weight_decay_groups(fused.named_parameters(), 1e-4)
     names = {id(p): n for n, p in fused.named_parameters()}
     assert sorted(names[id(p)] for p in decay["params"]) == [
+        "last_layer.weight_g",
         "last_layer.weight_v",
         "mlp.0.weight",
         "mlp.1.weight",
     ]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == [
-        "last_layer.weight_g",
-        "mlp.0.bias",
-        "mlp.1.bias",
-    ]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["mlp.0.bias", "mlp.1.bias"]
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
 
 

@@ -52,6 +52,7 @@ class DeepClustering:
         num_clusters: int | None = None,
         knn: int = 50,
         batch_size: int = 512,
+        drop_last: bool = True,
         resume: str | None = "auto",
         features_on_device: bool = True,
         predict_batch_size: int = 65536,
@@ -60,6 +61,7 @@ class DeepClustering:
     ) -> None:
         self.name, self.loss, self.num_clusters = name, loss, num_clusters
         self.knn, self.batch_size, self.resume = int(knn), int(batch_size), resume
+        self.drop_last = bool(drop_last)
         self.features_on_device = features_on_device
         self.predict_batch_size = predict_batch_size
         self.checkpoint_every_n_epochs = checkpoint_every_n_epochs
@@ -137,6 +139,7 @@ class DeepClustering:
             batch_size=self.batch_size,
             seed=task.seed,
             features_on_device=self.features_on_device,
+            drop_last=self.drop_last,
         )
         self.model = SelfDistillationClustering(
             in_dim=view.dim,
@@ -176,6 +179,7 @@ class DeepClustering:
             steps=int(trainer.global_step),
             knn=self.knn,
             batch_size=self.batch_size,
+            warmup_epochs=model.resolved_warmup_epochs(),
         )
         out = model.predict(
             view.val, batch_size=self.predict_batch_size, device=trainer.strategy.root_device

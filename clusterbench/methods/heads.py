@@ -9,6 +9,7 @@ handful of `baddbmm`/`bmm` calls whatever H is; 32 heads cost about one large ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -52,11 +53,16 @@ class FusedWeightNormLinear(nn.Module):
     used is weight_g * weight_v / ||weight_v|| with the norm taken over `in`, per head and cluster.
     """
 
-    def __init__(self, num_heads: int, in_dim: int, out_dim: int, init_std: float = 0.02) -> None:
+    def __init__(self, num_heads: int, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.weight_v = nn.Parameter(torch.empty(num_heads, in_dim, out_dim))
         self.weight_g = nn.Parameter(torch.ones(num_heads, out_dim))
-        nn.init.trunc_normal_(self.weight_v, std=init_std)
+        # The reference (DINOHead) builds the last layer after its truncated-normal init, so
+        # weight_v keeps nn.Linear's default, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(in)).
+        # Only its direction enters the forward pass, but its norm sets the size of AdamW's
+        # steps in direction space (~lr / ||v||).
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight_v, -bound, bound)
 
     def column_scale(self, heads: slice = slice(None), scale: float = 1.0) -> Tensor:
         """weight_g * scale / ||weight_v|| (h, out): the factor each column of v is scaled by."""
@@ -103,7 +109,7 @@ class FusedHeads(nn.Module):
         self.mlp = nn.ModuleList(
             FusedLinear(num_heads, a, b, init_std) for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
-        self.last_layer = FusedWeightNormLinear(num_heads, bottleneck_dim, num_clusters, init_std)
+        self.last_layer = FusedWeightNormLinear(num_heads, bottleneck_dim, num_clusters)
 
     def bottleneck(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
         """x: (M, D) -> bottleneck features before the L2 normalisation (h, M, bottleneck)."""
@@ -198,17 +204,21 @@ class InputNorm(nn.Module):
 def weight_decay_groups(
     named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float
 ) -> list[dict]:
-    """AdamW groups: decay weight matrices only, not biases, gains or other per-unit vectors.
+    """AdamW groups as the reference's `get_params_groups`: no decay on biases and per-unit
+    vectors, decay on weight matrices and on the last layer's weight-norm gain `weight_g`.
 
     Stacked head parameters carry a leading head axis, so a per-head matrix has ndim 3 and a
-    per-head vector (bias, weight-norm gain) ndim 2.
+    per-head vector ndim 2. The reference's gain is the (C, 1) `weight_g` of
+    `nn.utils.weight_norm`, two-dimensional, so its ndim rule decays it; so do we.
     """
     decay, no_decay = [], []
     for name, param in named_params:
         if not param.requires_grad:
             continue
         per_head_ndim = param.ndim - 1
-        if name.endswith("bias") or per_head_ndim <= 1:
+        if name.endswith("weight_g"):
+            decay.append(param)
+        elif name.endswith("bias") or per_head_ndim <= 1:
             no_decay.append(param)
         else:
             decay.append(param)
