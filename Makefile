@@ -21,8 +21,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check clusterbench tests
-	$(BIN)/ruff format --check clusterbench tests
+	$(BIN)/ruff check clusterbench tests scripts
+	$(BIN)/ruff format --check clusterbench tests scripts
 
 bench: install
 	$(BIN)/python -m clusterbench.bench

@@ -161,7 +161,9 @@ def run_reference(job: dict) -> dict:
 # --------------------------------------------------------------------------- project side
 def run_project(job: dict) -> dict:
     run_dir = Path(job["workdir"]) / "run"
-    loss_arg = f"method.beta={job['beta']}" if job["method"] == "temi" else f"method.alpha={job['alpha']}"
+    loss_arg = (
+        f"method.beta={job['beta']}" if job["method"] == "temi" else f"method.alpha={job['alpha']}"
+    )
     cmd = [
         sys.executable, "-m", "clusterbench", f"method={job['method']}",
         f"dataset={job['dataset']}", f"seed={job['seed']}", "logger=none",
@@ -222,16 +224,19 @@ def summarize(path: Path) -> str:
         "| dataset | method | H / B / k / epochs | code | seeds | ACC | NMI | ARI | fit s/run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (ds, method, h, b, k, e, code), recs in sorted(groups.items()):
-        def stat(name: str) -> str:
-            values = np.array([r["result"]["metrics"][name] for r in recs]) * 100
-            return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}"
 
-        seeds = ",".join(str(r["job"]["seed"]) for r in sorted(recs, key=lambda r: r["job"]["seed"]))
+    def stat(recs: list[dict], name: str) -> str:
+        values = np.array([r["result"]["metrics"][name] for r in recs]) * 100
+        return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}"
+
+    for (ds, method, h, b, k, e, code), recs in sorted(groups.items()):
+        seeds = ",".join(
+            str(r["job"]["seed"]) for r in sorted(recs, key=lambda r: r["job"]["seed"])
+        )
         fit = np.mean([r["result"]["fit_s"] for r in recs])
         lines.append(
-            f"| {ds} | {method} | {h} / {b} / {k} / {e} | {code} | {seeds} | {stat('acc')} | "
-            f"{stat('nmi')} | {stat('ari')} | {fit:.0f} |"
+            f"| {ds} | {method} | {h} / {b} / {k} / {e} | {code} | {seeds} | {stat(recs, 'acc')} | "
+            f"{stat(recs, 'nmi')} | {stat(recs, 'ari')} | {fit:.0f} |"
         )
     return "\n".join(lines)
 
