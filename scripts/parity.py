@@ -87,12 +87,10 @@ def _prepare_reference_imports(reference: Path) -> None:
     torch.cuda.synchronize = lambda *args, **kwargs: None
 
 
-def run_reference(job: dict) -> dict:
-    """Train and evaluate the reference once; `job` as built by `reference_job`."""
+def reference_args(job: dict):
+    """Write the features and kNN table where the reference reads them, import its modules
+    and return (view, its parsed arguments) for the README's recommended command."""
     import torch
-
-    from clusterbench.metrics import evaluate
-    from clusterbench.predictions import Predictions
 
     reference = Path(job["reference"]).expanduser().resolve()
     view = build_view(job["dataset"], job["cache_dir"])
@@ -116,8 +114,6 @@ def run_reference(job: dict) -> dict:
     _prepare_reference_imports(reference)
     os.chdir(work)
     import main_args
-    import train_main
-    from model_builders import load_model
 
     # The reference README's recommended command, at this comparison's settings.
     argv = [
@@ -131,12 +127,30 @@ def run_reference(job: dict) -> dict:
         "--seed", str(job["seed"]), "--num_workers", "0", "--disable_ddp",
         "--embed_dim", str(view.dim),
     ]  # fmt: skip
+    if job["epochs"] < 30:  # its teacher-temperature warm-up (0.1 -> 0.1) needs 30 epochs
+        argv += ["--warmup_teacher_temp_epochs", "0"]
     if job["method"] == "temi":
         argv += ["--loss-args", f"beta={job['beta']}"]
     else:
         argv += ["--loss-args", f"alpha={job['alpha']}"]
     args = main_args.process_args(main_args.get_args_parser().parse_args(argv))
     args.dataset = job["dataset"]  # the parser only accepts its own dataset names
+    return view, args
+
+
+def run_reference(job: dict) -> dict:
+    """Train and evaluate the reference once; `job` as built by `job_for`."""
+    import torch
+
+    from clusterbench.metrics import evaluate
+    from clusterbench.predictions import Predictions
+
+    view, args = reference_args(job)
+    import train_main
+    from model_builders import load_model
+
+    val = torch.from_numpy(view.val.to_numpy().astype(np.float32))
+    out_dir = Path(args.output_dir)
     t0 = time.perf_counter()
     train_main.train_dino(args, _NoWriter())
     fit_s = time.perf_counter() - t0
@@ -155,6 +169,126 @@ def run_reference(job: dict) -> dict:
         "metrics": metrics,
         "fit_s": fit_s,
         "best_head": int(model.head.best_head_idx),
+    }
+
+
+def fused_state(reference_head: dict, num_heads: int) -> dict:
+    """The reference MultiHead's state (per-head nn.Linear / weight_norm tensors) in the
+    project's stacked FusedHeads layout."""
+    import torch
+
+    state = {k.removeprefix("head."): v for k, v in reference_head.items()}
+
+    def stack(name: str, transform) -> torch.Tensor:
+        return torch.stack([transform(state[f"heads.{i}.{name}"]) for i in range(num_heads)])
+
+    out = {
+        "mlp.0.weight": stack("mlp.0.weight", lambda w: w.T),
+        "mlp.0.bias": stack("mlp.0.bias", lambda b: b),
+        "mlp.1.weight": stack("mlp.2.weight", lambda w: w.T),
+        "mlp.1.bias": stack("mlp.2.bias", lambda b: b),
+        "last_layer.weight_v": stack("last_layer.weight_v", lambda v: v.T),
+        "last_layer.weight_g": stack("last_layer.weight_g", lambda g: g[:, 0]),
+    }
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def lockstep(job: dict) -> dict:
+    """Train the reference for `job['epochs']` epochs, recording its initial heads, every batch
+    it sees and every step's per-head losses; then train the project's LightningModule (through
+    `lightning.Trainer`, its own schedules and hooks) from the same initial heads on the same
+    batches, and compare step by step. Equal numbers mean equal training, whatever the seed."""
+    import lightning as L
+    import torch
+
+    from clusterbench.methods.self_distillation import SelfDistillationClustering
+
+    view, args = reference_args(job)
+    import train_main
+    import utils as reference_utils
+
+    seen: dict = {"init": None, "batches": [], "losses": []}
+    combo_init, combo_forward = (
+        train_main.TeacherStudentCombo.__init__,
+        train_main.TeacherStudentCombo.forward,
+    )
+    update_raw = reference_utils.MetricLogger.update_raw
+
+    def init(self, student, teacher, args):
+        combo_init(self, student=student, teacher=teacher, args=args)
+        seen["init"] = {k: v.clone() for k, v in self.student.head.state_dict().items()}
+
+    def forward(self, images):
+        seen["batches"].append((images[0].clone(), images[1].clone()))
+        return combo_forward(self, images)
+
+    def record_raw(self, **kwargs):
+        seen["losses"].append(kwargs["head_losses"].detach().clone())
+        return update_raw(self, **kwargs)
+
+    train_main.TeacherStudentCombo.__init__ = init
+    train_main.TeacherStudentCombo.forward = forward
+    reference_utils.MetricLogger.update_raw = record_raw
+    train_main.train_dino(args, _NoWriter())
+    reference_teacher = torch.load(
+        Path(args.output_dir) / "checkpoint.pth", map_location="cpu", weights_only=False
+    )["teacher"]
+
+    heads, epochs = job["heads"], job["epochs"]
+    steps_per_epoch = len(seen["batches"]) // epochs
+    model = SelfDistillationClustering(
+        in_dim=view.dim, num_clusters=view.num_classes, loss=job["method"], num_heads=heads,
+        beta=job["beta"], alpha=job["alpha"], batch_size=job["batch_size"],
+    )  # fmt: skip
+    model.student.load_state_dict(fused_state(seen["init"], heads))
+    model.teacher.module.load_state_dict(model.student.state_dict())
+    project_losses: list = []
+    head_losses = model.head_losses
+
+    def recording(anchors, neighbours):
+        out = head_losses(anchors, neighbours)
+        project_losses.append(out.detach().clone())
+        return out
+
+    model.head_losses = recording
+
+    class Replay:
+        """The reference's batches, epoch by epoch."""
+
+        trainer: L.Trainer
+
+        def __len__(self) -> int:
+            return steps_per_epoch
+
+        def __iter__(self):
+            start = self.trainer.current_epoch * steps_per_epoch
+            for x, y in seen["batches"][start : start + steps_per_epoch]:
+                yield {"anchor": x, "neighbour": y}
+
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        deterministic=True,
+    )  # fmt: skip
+    replay = Replay()
+    replay.trainer = trainer
+    trainer.fit(model, train_dataloaders=replay)
+
+    ref = torch.stack(seen["losses"]).double()
+    ours = torch.stack(project_losses).double()
+    diff = (ref - ours).abs().view(epochs, steps_per_epoch, heads).amax(dim=(1, 2))
+    teacher = fused_state(reference_teacher, heads)
+    param_diff = {
+        name: float((teacher[name] - param.detach()).abs().max())
+        for name, param in model.teacher.module.named_parameters()
+    }
+    return {
+        "steps": int(ref.shape[0]),
+        "steps_per_epoch": steps_per_epoch,
+        "max_abs_loss_diff_per_epoch": diff.tolist(),
+        "loss_scale": float(ref.abs().max()),
+        "max_abs_teacher_param_diff": param_diff,
+        "best_head": [int(reference_teacher["head.best_head_idx"]), int(model.best_head)],
     }
 
 
@@ -241,6 +375,20 @@ def summarize(path: Path) -> str:
     return "\n".join(lines)
 
 
+def child_result(flag: str, job: dict) -> dict:
+    """Run a reference job in its own process (sys.path, patches and globals stay there)."""
+    child = subprocess.run(
+        [sys.executable, __file__, flag, json.dumps(job)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    lines = [x for x in child.stdout.splitlines() if x.startswith("PARITY_RESULT ")]
+    if child.returncode or not lines:
+        sys.exit(f"the reference job failed:\n{child.stderr[-4000:]}")
+    return json.loads(lines[-1].split(" ", 1)[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", type=Path, help="local checkout of the reference code")
@@ -260,19 +408,38 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("parity/results.jsonl"))
     parser.add_argument("--skip-done", action="store_true", help="skip runs already in --out")
     parser.add_argument("--summarize", type=Path, help="print the table of a results file")
+    parser.add_argument(
+        "--lockstep",
+        type=int,
+        metavar="EPOCHS",
+        help="instead of full runs: train both codes EPOCHS epochs from the same initial heads "
+        "on the same batches and print how far their per-step losses and teachers differ",
+    )
     parser.add_argument("--reference-job", help=argparse.SUPPRESS)
+    parser.add_argument("--lockstep-job", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.reference_job:  # a child process: one reference run, result as JSON on stdout
         result = run_reference(json.loads(args.reference_job))
         print("PARITY_RESULT " + json.dumps(result))
         return
+    if args.lockstep_job:
+        print("PARITY_RESULT " + json.dumps(lockstep(json.loads(args.lockstep_job))))
+        return
     if args.summarize:
         print(summarize(args.summarize))
         return
-    if "reference" in args.code:
+    if "reference" in args.code or args.lockstep:
         if args.reference is None or not (args.reference / "train_main.py").is_file():
             parser.error("--reference must point at a checkout with train_main.py")
+    if args.lockstep:
+        for method in args.method:
+            with tempfile.TemporaryDirectory(prefix="parity-") as workdir:
+                args.epochs = args.lockstep
+                job = job_for(args, "lockstep", method, args.seeds[0], workdir)
+                result = child_result("--lockstep-job", job)
+            print(f"{args.dataset} {method}: " + json.dumps(result, indent=1), flush=True)
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.skip_done and args.out.exists():
@@ -286,13 +453,8 @@ def main() -> None:
                         continue
                     if code == "project":
                         result = run_project(job)
-                    else:  # its own process: sys.path, patches and globals stay there
-                        child = subprocess.run(
-                            [sys.executable, __file__, "--reference-job", json.dumps(job)],
-                            check=True, cwd=ROOT, capture_output=True, text=True,
-                        )  # fmt: skip
-                        line = [x for x in child.stdout.splitlines() if x.startswith("PARITY_")]
-                        result = json.loads(line[-1].split(" ", 1)[1])
+                    else:
+                        result = child_result("--reference-job", job)
                     record = {"job": {**job, "workdir": None}, "result": result}
                     with args.out.open("a") as fh:
                         fh.write(json.dumps(record) + "\n")
