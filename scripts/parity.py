@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout this script belongs to, whatever is installed
 METHOD_LOSS = {"temi": "TEMI", "scanv2": "SCAN"}
 
 
