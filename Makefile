@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff format --check clusterbench tests scripts
 
 bench: install
-	$(BIN)/python -m clusterbench.bench
+	$(BIN)/python -m clusterbench.perf
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

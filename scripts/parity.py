@@ -202,7 +202,7 @@ def lockstep(job: dict) -> dict:
     import lightning as L
     import torch
 
-    from clusterbench.methods.self_distillation import SelfDistillationClustering
+    from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 
     view, args = reference_args(job)
     import train_main
@@ -321,7 +321,7 @@ def run_project(job: dict) -> dict:
 
 # --------------------------------------------------------------------------- driver
 def job_for(args, code: str, method: str, seed: int, workdir: str) -> dict:
-    from clusterbench.methods.self_distillation import default_warmup_epochs
+    from clusterbench.methods.self_distillation.module import default_warmup_epochs
 
     return {
         "code": code,

@@ -1,4 +1,4 @@
-"""`python -m clusterbench.bench` at tiny sizes, and what its numbers rest on."""
+"""`python -m clusterbench.perf` at tiny sizes, and what its numbers rest on."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from clusterbench import bench
-from clusterbench.bench import FusedStep, LoopStep, Shape
+from clusterbench.perf.__main__ import main as perf_main
+from clusterbench.perf.model import Shape, block_heads_for, memory_model, step_flops
+from clusterbench.perf.probe import measure_memory
+from clusterbench.perf.step import Data, FusedStep, LoopStep, make_step
 
 TINY = Shape(n=200, d=16, c=7, h=3, b=8, hidden=24, bottleneck=8, knn=5)
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_quick_run_writes_every_number(tmp_path):
     out = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--out", str(out)]) == 0
+    assert perf_main(["--quick", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["machine"]["threads"] >= 1 and report["machine"]["torch"]
     assert report["gemm_flops_per_second"] > 0
@@ -45,8 +47,8 @@ def test_fused_and_loop_steps_compute_the_same(loss, head_chunk):
     torch.manual_seed(0)
     shape = Shape(**{**TINY.__dict__, "head_chunk": head_chunk})
     device = torch.device("cpu")
-    data = bench.Data(shape, device)
-    fused = bench.make_step("fused", shape, loss, device, data)
+    data = Data(shape, device)
+    fused = make_step("fused", shape, loss, device, data)
     with torch.no_grad():  # away from the initialisation, trainable gains included
         for param in fused.model.student.parameters():
             param.add_(torch.randn_like(param) * 0.05)
@@ -56,9 +58,9 @@ def test_fused_and_loop_steps_compute_the_same(loss, head_chunk):
     got = fused.losses(*batch)
     expected = loop.losses(*batch)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(fused.model.prior, loop.prior)
+    torch.testing.assert_close(fused.model.prior, loop.reference.prior)
     student = fused.model.student
-    for h, head in enumerate(loop.student):
+    for h, head in enumerate(loop.reference.student):
         first, second = head[0], head[2]
         torch.testing.assert_close(student.mlp[0].weight.grad[h], first.weight.grad.T)
         torch.testing.assert_close(student.mlp[1].bias.grad[h], second.bias.grad)
@@ -76,7 +78,7 @@ def test_step_flops_count_every_layer():
     rows = 6
     layers = [5 * 7, 7 * 4, 4 * 10]
     forward = sum(2 * rows * 2 * n for n in layers)
-    flops = bench.step_flops(shape)
+    flops = step_flops(shape)
     assert flops["student_forward"] == flops["teacher_forward"] == forward
     # Weight gradients of all three layers, input gradients of the last two.
     assert flops["student_backward"] == forward + 2 * rows * 2 * (layers[1] + layers[2])
@@ -89,7 +91,7 @@ def test_memory_model_matches_allocations(loss):
     shape = Shape(n=256, c=1500, h=4, b=256)
     device = torch.device("cpu")
     block = 1 << 20  # one head per block here
-    measured = bench.measure_memory("fused", shape, loss, device, block_elements=block)
-    model = bench.memory_model(shape, loss, bench.block_heads_for(shape, device, block))
+    measured = measure_memory("fused", shape, loss, device, block_elements=block)
+    model = memory_model(shape, loss, block_heads_for(shape, device, block))
     for phase in ("forward", "backward"):
         assert measured["allocated"][phase] == pytest.approx(model[phase], rel=0.03), phase

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import Callback
 
 from clusterbench.errors import ClusterbenchError, ConfigError
-from clusterbench.methods.deep import TrainingDiverged
+from clusterbench.methods.self_distillation.method import TrainingDiverged
 from clusterbench.run import run
 from tests.conftest import compose_config
 
@@ -140,7 +140,7 @@ def test_bad_settings_are_reported(easy_store, tmp_path, extra, message):
 
 
 def test_nan_loss_stops_with_epoch_and_step(easy_store, tmp_path, monkeypatch):
-    from clusterbench.methods.self_distillation import SelfDistillationClustering
+    from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 
     original = SelfDistillationClustering.head_losses
 

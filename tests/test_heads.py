@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from clusterbench.bench import loop_heads
-from clusterbench.methods.ema import MomentumTeacher
-from clusterbench.methods.heads import FusedHeads, InputNorm, weight_decay_groups
-from clusterbench.methods.losses import scan_loss, temi_instance_weight, temi_loss
+from clusterbench.methods.self_distillation.ema import MomentumTeacher
+from clusterbench.methods.self_distillation.heads import FusedHeads, InputNorm, weight_decay_groups
+from clusterbench.methods.self_distillation.losses import scan_loss, temi_instance_weight, temi_loss
+from clusterbench.methods.self_distillation.reference import loop_heads
 
 
 def per_head_modules(fused: FusedHeads) -> nn.ModuleList:

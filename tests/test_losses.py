@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from clusterbench.methods.losses import (
+from clusterbench.methods.self_distillation.losses import (
     batch_mean_probs,
     distributed_mean,
     scan_loss,

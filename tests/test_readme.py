@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterbench.methods import losses
+from clusterbench.methods.self_distillation import losses
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

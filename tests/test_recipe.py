@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from clusterbench.datasets import digits
-from clusterbench.methods.heads import FusedHeads
-from clusterbench.methods.pairs import NeighbourPairDataModule
-from clusterbench.methods.self_distillation import SelfDistillationClustering, default_warmup_epochs
+from clusterbench.methods.self_distillation.heads import FusedHeads
+from clusterbench.methods.self_distillation.module import (
+    SelfDistillationClustering,
+    default_warmup_epochs,
+)
+from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.run import run
 from tests.conftest import compose_config
 from tests.test_self_distillation import blobs, make_trainer, tiny_model

@@ -12,9 +12,13 @@ import pytest
 import torch
 
 from clusterbench.errors import ConfigError
-from clusterbench.methods.pairs import AnchorBatchSampler, NeighbourPairDataModule
-from clusterbench.methods.schedules import cosine_schedule, cosine_schedule_array, linear_warmup
-from clusterbench.methods.self_distillation import SelfDistillationClustering
+from clusterbench.methods.self_distillation.module import SelfDistillationClustering
+from clusterbench.methods.self_distillation.pairs import AnchorBatchSampler, NeighbourPairDataModule
+from clusterbench.methods.self_distillation.schedules import (
+    cosine_schedule,
+    cosine_schedule_array,
+    linear_warmup,
+)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 

@@ -18,8 +18,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 from clusterbench.errors import ClusterbenchError, ConfigError
-from clusterbench.methods.pairs import NeighbourPairDataModule
-from clusterbench.methods.self_distillation import SelfDistillationClustering
+from clusterbench.methods.self_distillation.module import SelfDistillationClustering
+from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.predictions import Predictions
 from clusterbench.progress import enabled as progress_enabled
 from clusterbench.task import ClusteringTask
@@ -42,7 +42,7 @@ class FiniteLossGuard(Callback):
             )
 
 
-class DeepClustering:
+class SelfDistillationMethod:
     """`method=temi` / `method=scanv2`: self-distillation heads on nearest-neighbour pairs."""
 
     def __init__(

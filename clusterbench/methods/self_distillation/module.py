@@ -15,7 +15,6 @@ Expected input: batches as produced by `NeighbourPairDataModule` (dicts with `an
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -26,17 +25,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clusterbench.errors import ConfigError
-from clusterbench.methods.ema import MomentumTeacher
-from clusterbench.methods.heads import (
+from clusterbench.memory import retain_freed_memory
+from clusterbench.methods.self_distillation.ema import MomentumTeacher
+from clusterbench.methods.self_distillation.fused import (
+    ACCELERATOR_BLOCK_ELEMENTS,
+    CPU_BLOCK_ELEMENTS,
+    LastLayerLoss,
+    autocast_dtype,
+    bmm_in,
+    split_blocks,
+)
+from clusterbench.methods.self_distillation.heads import (
     INPUT_NORMS,
     FusedHeads,
     InputNorm,
-    column_norm,
     l2_normalize,
-    l2_normalize_backward,
     weight_decay_groups,
 )
-from clusterbench.methods.losses import (
+from clusterbench.methods.self_distillation.losses import (
     distributed_mean,
     scan_block,
     softmax_stats,
@@ -44,8 +50,13 @@ from clusterbench.methods.losses import (
     temi_instance_weight,
     update_prior,
 )
-from clusterbench.methods.pairs import Features, iter_row_chunks, num_rows, row_block
-from clusterbench.methods.schedules import cosine_schedule, linear_warmup
+from clusterbench.methods.self_distillation.pairs import (
+    Features,
+    iter_row_chunks,
+    num_rows,
+    row_block,
+)
+from clusterbench.methods.self_distillation.schedules import cosine_schedule, linear_warmup
 from clusterbench.progress import progress
 
 LOSSES = ("temi", "scanv2")
@@ -84,6 +95,8 @@ class SelfDistillationClustering(L.LightningModule):
             loss (None: as many as the device's block size allows, see `_block_heads`). Their
             gradients are taken in closed form, so nothing is recomputed, except that TEMI
             keeps every head's teacher logits when None and recomputes them per chunk when set.
+        block_elements: float32 elements per block tensor of the fused last layer (None: the
+            device's default, `fused.CPU_BLOCK_ELEMENTS` or `fused.ACCELERATOR_BLOCK_ELEMENTS`).
     """
 
     def __init__(
@@ -112,6 +125,7 @@ class SelfDistillationClustering(L.LightningModule):
         batch_size: int | None = None,
         freeze_last_layer_epochs: int = 1,
         head_chunk: int | None = None,
+        block_elements: int | None = None,
     ) -> None:
         super().__init__()
         loss = loss.lower()
@@ -147,6 +161,7 @@ class SelfDistillationClustering(L.LightningModule):
         self.batch_size = batch_size
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.head_chunk = head_chunk
+        self.block_elements = block_elements
 
         self.input_norm = InputNorm(in_dim, input_norm)
         self.student = FusedHeads(
@@ -211,12 +226,12 @@ class SelfDistillationClustering(L.LightningModule):
 
         anchors, neighbours: (B, D) raw features of x and x'.
         The L2 normalisation, the last layer and the loss run a block of heads at a time with
-        their gradients in closed form (`_LastLayerLoss`): no (H, 2B, C) tensor is kept for
+        their gradients in closed form (`LastLayerLoss`): no (H, 2B, C) tensor is kept for
         the backward pass and none is recomputed.
         """
         b, c, h_total = anchors.shape[0], self.num_clusters, self.num_heads
         x = self.input_norm(torch.cat([anchors, neighbours]))  # (2B, D): views stacked
-        dtype = _autocast_dtype(x.device) or torch.float32  # of the last layer's products
+        dtype = autocast_dtype(x.device) or torch.float32  # of the last layer's products
         teacher = self.teacher.module
         with torch.no_grad():
             # The teacher sees the views swapped: its row i is the partner of student row i.
@@ -224,17 +239,17 @@ class SelfDistillationClustering(L.LightningModule):
             scale_t = teacher.last_layer.column_scale(scale=1.0 / self.teacher_temperature())
         h_s = self.student.bottleneck(x)  # (H, 2B, K)
         chunks = self.student.head_slices(self.head_chunk)
-        blocks = _blocks(chunks, self._block_heads(2 * b * c, x.device))
+        blocks = split_blocks(chunks, self._block_heads(2 * b * c, x.device))
 
         def teacher_logits(heads: slice) -> Tensor:  # (h, 2, B, C) over the temperature
             with torch.no_grad():
                 z, _ = l2_normalize(h_t[heads].float())
                 weight = teacher.last_layer.weight_v[heads] * scale_t[heads][:, None, :]
-                return _logits(z, weight, dtype).view(-1, 2, b, c)
+                return bmm_in(z, weight, dtype).view(-1, 2, b, c)
 
         def student_loss(block_loss: Callable[[slice, Tensor], tuple[Tensor, Tensor]]) -> Tensor:
             last = self.student.last_layer
-            return _LastLayerLoss.apply(
+            return LastLayerLoss.apply(
                 h_s,
                 last.weight_v,
                 last.weight_g,
@@ -284,12 +299,14 @@ class SelfDistillationClustering(L.LightningModule):
     def _block_heads(self, block_elements: int, device: torch.device) -> int:
         """Heads per block of the last layer and loss.
 
-        On a CPU, as many as keep a block's (2B, C) tensors about the size of the last-level
-        cache (4 heads at B=512, C=1000; single heads lose more in smaller GEMM batches than
-        they gain in cache hits); on an accelerator, as many as fit 1 GiB of float32 logits per
-        tensor (all 32 heads at B=512, C=1000; 3 at B=4096, C=10450).
+        At most `self.block_elements` float32 elements per (2B, C)-shaped block tensor; by
+        default on a CPU about the size of the last-level cache (4 heads at B=512, C=1000;
+        single heads lose more in smaller GEMM batches than they gain in cache hits), on an
+        accelerator 1 GiB (all 32 heads at B=512, C=1000; 3 at B=4096, C=10450).
         """
-        limit = CPU_BLOCK_ELEMENTS if device.type == "cpu" else ACCELERATOR_BLOCK_ELEMENTS
+        limit = self.block_elements or (
+            CPU_BLOCK_ELEMENTS if device.type == "cpu" else ACCELERATOR_BLOCK_ELEMENTS
+        )
         return max(1, limit // max(block_elements, 1))
 
     # ----------------------------------------------------------------- training
@@ -469,176 +486,6 @@ def default_warmup_epochs(max_epochs: int) -> int:
     many epochs at the full rate as it warms up (>= 40 epochs: 20; 25 epochs: 12).
     """
     return min(REFERENCE_WARMUP_EPOCHS, max(int(max_epochs), 0) // 2)
-
-
-def retain_freed_memory(max_bytes: int = 1 << 30) -> bool:
-    """Let glibc keep freed blocks of up to `max_bytes` for reuse instead of unmapping them.
-
-    A CPU training step allocates and frees ~0.5 GB of activations and gradients in blocks of
-    tens of MB, which glibc serves with fresh pages from the OS every time: the page faults cost
-    ~10% of the step. Afterwards the process keeps its peak memory instead of returning it.
-    Returns whether the setting was applied (glibc only).
-    """
-    return set_malloc_thresholds(mmap=min(max_bytes, 2**31 - 1), trim=2**31 - 1)
-
-
-def set_malloc_thresholds(mmap: int, trim: int) -> bool:
-    """glibc's M_MMAP_THRESHOLD (allocations above it are mapped and unmapped on their own) and
-    M_TRIM_THRESHOLD (free heap top above it goes back to the OS), in bytes, for this process.
-
-    Returns whether both were applied; False where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mmap_threshold, trim_threshold = -3, -1  # mallopt parameters from malloc.h
-        return bool(
-            libc.mallopt(mmap_threshold, ctypes.c_int(mmap))
-            and libc.mallopt(trim_threshold, ctypes.c_int(trim))
-        )
-    except (OSError, AttributeError):
-        return False
-
-
-CPU_BLOCK_ELEMENTS = 1 << 22  # 16 MiB of float32 logits per tensor: about a CPU's L3 cache
-ACCELERATOR_BLOCK_ELEMENTS = 1 << 28  # 1 GiB of float32 logits per tensor
-
-
-def _blocks(chunks: list[slice], heads_per_block: int) -> list[slice]:
-    """Split each chunk of heads into consecutive blocks of at most `heads_per_block`."""
-    out = []
-    for chunk in chunks:
-        for start in range(chunk.start, chunk.stop, heads_per_block):
-            out.append(slice(start, min(start + heads_per_block, chunk.stop)))
-    return out
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype active for `device`, or None (torch >= 2.4 API, older fallback)."""
-    try:
-        if torch.is_autocast_enabled(device.type):
-            return torch.get_autocast_dtype(device.type)
-        return None
-    except (TypeError, AttributeError):
-        if device.type == "cuda" and torch.is_autocast_enabled():
-            return torch.get_autocast_gpu_dtype()
-        if device.type == "cpu" and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-        return None
-
-
-def _logits(a: Tensor, b: Tensor, dtype: torch.dtype, out: Tensor | None = None) -> Tensor:
-    """Batched a @ b taken in `dtype`, as float32; written into `out` (float32) when given."""
-    with torch.autocast(a.device.type, enabled=False):
-        if dtype == a.dtype == b.dtype == torch.float32 and out is not None and out.is_contiguous():
-            return torch.bmm(a, b, out=out)
-        product = torch.bmm(a.to(dtype), b.to(dtype)).float()
-        return product if out is None else out.copy_(product)
-
-
-class _LastLayerLoss(torch.autograd.Function):
-    """Per-head losses (H,) from the bottleneck features h (H, M, K), before normalisation, and
-    the weight-normed last layer (weight_v (H, K, C), weight_g (H, C), times `scale`).
-
-    Runs normalisation, last layer and loss one block of heads at a time, while the block's
-    tensors are in cache. The block's loss returns the gradient w.r.t. its logits in closed
-    form, which the forward pass turns at once into the gradients w.r.t. h, weight_v and
-    weight_g: these are all that is kept for the backward pass. Memory is one block's logits
-    whatever H and C are, and nothing is recomputed. `dtype` is that of the matrix products
-    (bfloat16 under bf16 autocast), everything else is float32.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight_v, weight_g, scale, blocks, block_loss, dtype) -> Tensor:
-        need_h, need_v, need_g = ctx.needs_input_grad[:3]
-        need_w = need_v or need_g
-        largest = max(heads.stop - heads.start for heads in blocks)
-        with torch.autocast(h.device.type, enabled=False):
-            losses = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
-            grad_h = torch.empty_like(h) if need_h else None
-            grad_v = torch.empty_like(weight_v) if need_v else None
-            grad_g = torch.empty_like(weight_g) if need_g else None
-            # One logits buffer for all blocks: it stays in cache, and no pages are touched anew.
-            buffer = h.new_empty((largest, h.shape[1], weight_v.shape[-1]), dtype=torch.float32)
-            for heads in blocks:
-                k = heads.stop - heads.start
-                z, norm = l2_normalize(h[heads].float())  # (k, M, K)
-                v = weight_v[heads].float()  # (k, K, C)
-                v_norm = column_norm(v)  # (k, C)
-                column = weight_g[heads].float() * scale / v_norm
-                weight = (v * column[:, None, :]).to(dtype)
-                logits = _logits(z, weight, dtype, out=buffer[:k])
-                loss, grad = block_loss(heads, logits.view(k, 2, -1, logits.shape[-1]))
-                losses[heads] = loss
-                if need_h or need_w:
-                    _block_backward(
-                        grad.view_as(logits),
-                        z,
-                        norm,
-                        v,
-                        v_norm,
-                        column,
-                        weight,
-                        scale,
-                        dtype,
-                        grad_h[heads] if need_h else None,
-                        grad_v[heads] if need_v else None,
-                        grad_g[heads] if need_g else None,
-                    )
-                del logits, grad  # free this block's gradient before the next block's tensors
-        ctx.save_for_backward(grad_h, grad_v, grad_g)
-        return losses
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_losses: Tensor):
-        # The saved gradients are scaled in place: no second copy of them exists at any time.
-        # That makes a second backward through the same graph (retain_graph=True) wrong, so it
-        # is refused.
-        if getattr(ctx, "done", False):
-            raise RuntimeError("the fused head loss supports one backward pass per forward")
-        ctx.done = True
-
-        def times(grad: Tensor | None) -> Tensor | None:
-            if grad is None:
-                return None
-            return grad.mul_(grad_losses.view(-1, *([1] * (grad.dim() - 1))).to(grad.dtype))
-
-        grad_h, grad_v, grad_g = ctx.saved_tensors
-        return times(grad_h), times(grad_v), times(grad_g), None, None, None, None
-
-
-def _block_backward(
-    grad: Tensor,
-    z: Tensor,
-    norm: Tensor,
-    v: Tensor,
-    v_norm: Tensor,
-    column: Tensor,
-    weight: Tensor,
-    scale: float,
-    dtype: torch.dtype,
-    grad_h: Tensor | None,
-    grad_v: Tensor | None,
-    grad_g: Tensor | None,
-) -> None:
-    """Gradients of one block w.r.t. h, weight_v, weight_g from dL/dlogits, into the outputs.
-
-    z = h / ||h|| (norms `norm`), weight = v * column with column = g * scale / ||v||
-    (`v_norm`, the norm over K per cluster).
-    """
-    if grad_h is not None:
-        out = grad_h if grad_h.dtype == torch.float32 else None  # else reduce in float32
-        grad_z = _logits(grad, weight.transpose(1, 2), dtype, out=out)
-        grad_h.copy_(l2_normalize_backward(grad_z, z, norm))
-    if grad_v is None and grad_g is None:
-        return
-    grad_w = _logits(z.transpose(1, 2), grad, dtype, out=grad_v)
-    along = (grad_w * v).sum(dim=1)  # (k, C): <dL/dweight, v> per cluster
-    if grad_g is not None:
-        grad_g.copy_(along * scale / v_norm)
-    if grad_v is not None:
-        radial = (column * along / v_norm.square())[:, None, :]
-        grad_v.copy_(grad_w.mul_(column[:, None, :]).addcmul_(v, radial, value=-1.0))
 
 
 def _entropy(probs: Tensor) -> Tensor:

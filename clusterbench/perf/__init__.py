@@ -1,0 +1,7 @@
+"""The speed and memory tool (`make bench` = `python -m clusterbench.perf`).
+
+model.py     problem shapes, FLOP count of a step, the exact memory model of the fused step
+step.py      the timed steps: fused, the per-head reference loop, GEMM rate, a Lightning fit
+probe.py     peak-memory probes in fresh processes, and the memory model's scaling check
+__main__.py  the CLI: runs everything, writes the JSON report and prints the table
+"""
