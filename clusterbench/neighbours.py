@@ -16,7 +16,7 @@ import numpy as np
 
 from clusterbench.errors import ConfigError
 from clusterbench.progress import progress
-from clusterbench.view import FeatureRows
+from clusterbench.rows import FeatureRows
 
 CACHE_VERSION = 1
 

@@ -8,53 +8,12 @@ optional multi-label sets S_L for the validation samples (section 4.4 of the pap
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from clusterbench.rows import FeatureRows
 from clusterbench.store import FeatureStore
-
-
-class FeatureRows:
-    """Rows of a memory-mapped (N, D) matrix, optionally restricted to an index array."""
-
-    def __init__(self, features: np.ndarray, index: np.ndarray | None = None) -> None:
-        self._features = features
-        self._index = None if index is None else np.asarray(index, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return int(self._features.shape[0] if self._index is None else self._index.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self._features.shape[1])
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """float32 copy of the given view rows (sorted reads keep memory-mapped I/O sequential)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        source = rows if self._index is None else self._index[rows]
-        order = np.argsort(source, kind="stable")
-        out = np.empty((rows.shape[0], self.dim), dtype=np.float32)
-        out[order] = self._features[source[order]]
-        return out
-
-    def chunk(self, start: int, stop: int) -> np.ndarray:
-        """float32 copy of view rows [start, stop)."""
-        if self._index is None:
-            return np.array(self._features[start:stop], dtype=np.float32)  # writable copy
-        return self.take(np.arange(start, stop))
-
-    def num_chunks(self, size: int) -> int:
-        return -(-len(self) // size)
-
-    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, len(self), size):
-            yield start, self.chunk(start, min(start + size, len(self)))
-
-    def to_numpy(self) -> np.ndarray:
-        """The whole view as float32 in RAM; only for data known to fit."""
-        return self.chunk(0, len(self))
 
 
 @dataclass

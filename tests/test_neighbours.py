@@ -7,7 +7,7 @@ import pytest
 
 from clusterbench import neighbours as nb
 from clusterbench.errors import ConfigError
-from clusterbench.view import FeatureRows
+from clusterbench.rows import FeatureRows
 
 
 def brute_force(x: np.ndarray, k: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clusterbench import rows as row_access
 from clusterbench.errors import ConfigError
 from clusterbench.memory import retain_freed_memory
 from clusterbench.methods.self_distillation.ema import MomentumTeacher
@@ -50,14 +51,9 @@ from clusterbench.methods.self_distillation.losses import (
     temi_instance_weight,
     update_prior,
 )
-from clusterbench.methods.self_distillation.pairs import (
-    Features,
-    iter_row_chunks,
-    num_rows,
-    row_block,
-)
 from clusterbench.methods.self_distillation.schedules import cosine_schedule, linear_warmup
 from clusterbench.progress import progress
+from clusterbench.rows import Rows, as_rows
 
 LOSSES = ("temi", "scanv2")
 REFERENCE_BATCH = 256  # learning rates are given for this batch size (linear scaling rule)
@@ -363,9 +359,11 @@ class SelfDistillationClustering(L.LightningModule):
                 )
             self.fit_input_statistics(features)
 
-    def fit_input_statistics(self, features: Features, chunk_rows: int = 65536) -> None:
+    def fit_input_statistics(self, features, chunk_rows: int = 65536) -> None:
         """Set the standardisation mean/std from the train features (any supported form)."""
-        self.input_norm.fit(iter_row_chunks(features, chunk_rows))
+        self.input_norm.fit(
+            torch.as_tensor(block) for _, block in row_access.chunks(as_rows(features), chunk_rows)
+        )
 
     def on_train_epoch_start(self) -> None:
         self._loss_sum = torch.zeros(self.num_heads, dtype=torch.float64, device=self.device)
@@ -419,7 +417,7 @@ class SelfDistillationClustering(L.LightningModule):
     @torch.no_grad()
     def predict(
         self,
-        features: Features,
+        features: Rows | Tensor,
         batch_size: int = 65536,
         head: int | None = None,
         device: str | torch.device | None = None,
@@ -431,7 +429,7 @@ class SelfDistillationClustering(L.LightningModule):
         top5 (N, min(5, C)) int64 best first, and confidence (N,) float32, the maximum softmax
         probability at `teacher_temp`.
         """
-        n, k = num_rows(features), min(5, self.num_clusters)
+        n, k = len(as_rows(features)), min(5, self.num_clusters)
         top = torch.empty((n, k), dtype=torch.long)
         confidence = torch.empty(n, dtype=torch.float32)
         for start, probs in self._iter_probabilities(features, batch_size, head, device):
@@ -443,20 +441,20 @@ class SelfDistillationClustering(L.LightningModule):
     @torch.no_grad()
     def predict_probabilities(
         self,
-        features: Features,
+        features: Rows | Tensor,
         batch_size: int = 65536,
         head: int | None = None,
         device: str | torch.device | None = None,
     ) -> Tensor:
         """Teacher best-head probabilities (N, C) on the CPU; for small N or C only."""
-        out = torch.empty((num_rows(features), self.num_clusters), dtype=torch.float32)
+        out = torch.empty((len(as_rows(features)), self.num_clusters), dtype=torch.float32)
         for start, probs in self._iter_probabilities(features, batch_size, head, device):
             out[start : start + len(probs)] = probs.cpu()
         return out
 
     def _iter_probabilities(
         self,
-        features: Features,
+        features: Rows | Tensor,
         batch_size: int,
         head: int | None,
         device: str | torch.device | None,
@@ -467,9 +465,11 @@ class SelfDistillationClustering(L.LightningModule):
         if not 0 <= head < self.num_heads:
             raise ConfigError(f"head {head} is out of range for {self.num_heads} heads")
         heads = slice(head, head + 1)
-        n = num_rows(features)
+        features = as_rows(features)
+        n = len(features)
         for start in progress(range(0, n, batch_size), f"predicting ({n:,} rows)"):
-            rows = row_block(features, start, min(start + batch_size, n)).to(self.device)
+            rows = torch.as_tensor(features.chunk(start, min(start + batch_size, n)))
+            rows = rows.to(self.device)
             logits = self.teacher.module(self.input_norm(rows), heads)[0].float()  # (m, C)
             yield start, F.softmax(logits / self.teacher_temp, dim=-1)
 

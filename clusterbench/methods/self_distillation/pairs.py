@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -23,11 +22,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from clusterbench.errors import ConfigError
+from clusterbench.rows import Rows, as_rows, to_device
 
 ArrayLike = np.ndarray | Tensor
-# Feature matrices: a tensor, a (memory-mapped) array, or a row view offering
-# `__len__`, `dim`, `take(rows)` and `chunks(size)`.
-Features = Any
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -96,7 +93,7 @@ class AnchorBatchSampler(DistributedSampler):
 class PairIndexDataset(Dataset):
     """Maps a step's (anchor ids, neighbour columns) to index tensors, or features on CPU."""
 
-    def __init__(self, neighbours: Tensor, features: Features | None = None) -> None:
+    def __init__(self, neighbours: Tensor, features: Rows | None = None) -> None:
         self.neighbours = neighbours
         self.features = features
 
@@ -108,64 +105,9 @@ class PairIndexDataset(Dataset):
         pairs = self.neighbours[anchors, columns]
         batch = {"anchor_index": anchors, "neighbour_index": pairs}
         if self.features is not None:
-            batch["anchor"] = take_rows(self.features, anchors)
-            batch["neighbour"] = take_rows(self.features, pairs)
+            batch["anchor"] = torch.as_tensor(self.features.take(anchors.numpy()))
+            batch["neighbour"] = torch.as_tensor(self.features.take(pairs.numpy()))
         return batch
-
-
-def num_rows(features: Features) -> int:
-    return int(features.shape[0]) if hasattr(features, "shape") else len(features)
-
-
-def feature_dim(features: Features) -> int:
-    return int(features.shape[1]) if hasattr(features, "shape") else int(features.dim)
-
-
-def take_rows(features: Features, index: Tensor) -> Tensor:
-    """Rows `index` (any order) of a tensor, an array/memmap or a row view with `take`."""
-    if isinstance(features, Tensor):
-        return features[index.to(features.device)]
-    index_np = index.cpu().numpy()
-    if not isinstance(features, np.ndarray):
-        return torch.from_numpy(np.asarray(features.take(index_np)))
-    order = np.argsort(index_np, kind="stable")  # sorted reads keep memmap I/O sequential
-    out = np.empty((index_np.shape[0], features.shape[1]), dtype=features.dtype)
-    out[order] = features[index_np[order]]
-    return torch.from_numpy(out)
-
-
-def row_block(features: Features, start: int, stop: int) -> Tensor:
-    """Rows [start, stop) as a tensor (a copy unless `features` is already a tensor)."""
-    if isinstance(features, Tensor):
-        return features[start:stop]
-    if not isinstance(features, np.ndarray) and hasattr(features, "chunk"):
-        return torch.from_numpy(np.array(features.chunk(start, stop)))
-    return torch.from_numpy(np.array(features[start:stop]))
-
-
-def iter_row_chunks(features: Features, size: int) -> Iterator[Tensor]:
-    """Consecutive row blocks of at most `size` rows, as tensors, in order."""
-    n = num_rows(features)
-    for start in range(0, n, size):
-        yield row_block(features, start, min(start + size, n))
-
-
-def features_to_device(features: Features, device: torch.device, chunk_rows: int = 65536) -> Tensor:
-    """The whole matrix as one tensor on `device`, filled block by block (no full host copy)."""
-    if isinstance(features, Tensor):
-        return features.to(device)
-    out: Tensor | None = None
-    start = 0
-    for block in iter_row_chunks(features, chunk_rows):
-        if out is None:
-            out = torch.empty(
-                (num_rows(features), block.shape[1]), dtype=block.dtype, device=device
-            )
-        out[start : start + block.shape[0]] = block.to(device)
-        start += block.shape[0]
-    if out is None:
-        raise ConfigError("features are empty")
-    return out
 
 
 class NeighbourPairDataModule(L.LightningDataModule):
@@ -189,7 +131,7 @@ class NeighbourPairDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        features: Features,
+        features: Rows | Tensor | np.ndarray,
         neighbours: ArrayLike,
         knn: int = 50,
         batch_size: int = 512,
@@ -201,8 +143,8 @@ class NeighbourPairDataModule(L.LightningDataModule):
         super().__init__()
         if hasattr(features, "shape") and len(features.shape) != 2:
             raise ConfigError(f"features must be 2-D (N, D), got shape {tuple(features.shape)}")
-        self.features = features
-        self.neighbours = _validate_neighbours(neighbours, num_rows(features), knn)
+        self.features = as_rows(features)
+        self.neighbours = _validate_neighbours(neighbours, len(self.features), knn)
         self.knn = knn
         self.batch_size = batch_size
         self.seed = seed
@@ -213,7 +155,7 @@ class NeighbourPairDataModule(L.LightningDataModule):
 
     @property
     def num_samples(self) -> int:
-        return num_rows(self.features)
+        return len(self.features)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
@@ -251,7 +193,7 @@ class NeighbourPairDataModule(L.LightningDataModule):
     def _features_on(self, device: torch.device) -> Tensor:
         """The feature matrix on `device`, copied there once."""
         if self._device_features is None or self._device_features.device != device:
-            self._device_features = features_to_device(self.features, device)
+            self._device_features = to_device(self.features, device)
         return self._device_features
 
     def teardown(self, stage: str) -> None:
