@@ -1,5 +1,9 @@
 """Nearest-neighbour mining with faiss, cached on disk per view, split, k and index.
 
+`NeighbourIndex` (built by the run from the `knn` config group) is what a method asks for
+neighbours: it mines the train split's table on first use, keeps it, and records whether the
+disk cache answered and how long it took.
+
 Cosine similarity: rows are L2-normalised and searched by inner product. `index` is a faiss
 index_factory string: "Flat" (exact, the default) or e.g. "IVF4096,Flat" for large N.
 """
@@ -9,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -170,3 +176,45 @@ def mine_neighbours(
     found = search_neighbours(rows, k, index, nprobe, device, chunk_size, seed)
     cache.save(key, found)
     return found, False
+
+
+@dataclass
+class NeighbourIndex:
+    """The train split's kNN table of one view (`conf/knn/*.yaml`, a Hydra partial).
+
+    `table(k)` mines once with max(k, `self.k`) columns, so methods asking for fewer share one
+    cached table; `from_cache` and `seconds` say how it was obtained.
+    """
+
+    rows: FeatureRows
+    fingerprint: str
+    cache_dir: str | os.PathLike | None
+    k: int = 50
+    index: str = "Flat"
+    nprobe: int = 1
+    chunk_size: int = 65536
+    device: str = "auto"
+    seed: int = 0
+    nlist: int | None = None  # IVF cells; only read through the `index` string
+    from_cache: bool | None = None
+    seconds: float | None = None
+    _table: np.ndarray | None = field(default=None, repr=False)
+
+    def table(self, k: int) -> np.ndarray:
+        """(N_train, k) int64 nearest neighbours, best first, self excluded."""
+        if self._table is None or self._table.shape[1] < k:
+            start = time.perf_counter()
+            self._table, self.from_cache = mine_neighbours(
+                self.rows,
+                self.fingerprint,
+                "train",
+                max(int(k), int(self.k)),
+                self.cache_dir,
+                index=self.index,
+                nprobe=int(self.nprobe),
+                device=self.device,
+                chunk_size=int(self.chunk_size),
+                seed=int(self.seed),
+            )
+            self.seconds = time.perf_counter() - start
+        return self._table[:, :k]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -14,7 +13,6 @@ from clusterbench.atomic import write_json_atomic
 from clusterbench.errors import ConfigError
 from clusterbench.instantiate import build
 from clusterbench.metrics import evaluate
-from clusterbench.neighbours import mine_neighbours
 from clusterbench.plots import confidence_histogram, reliability_diagram
 from clusterbench.results import library_versions, print_metrics
 from clusterbench.task import ClusteringTask
@@ -66,24 +64,13 @@ def run(
     method = build(cfg.method)
     num_clusters = resolve_num_clusters(cfg.method.get("num_clusters"), view)
 
-    def neighbours(k: int) -> np.ndarray:
-        t0 = time.perf_counter()
-        found, cached = mine_neighbours(
-            view.train,
-            view.fingerprint,
-            "train",
-            max(int(k), int(cfg.knn.k)),
-            cfg.paths.cache_dir,
-            index=cfg.knn.index,
-            nprobe=int(cfg.knn.nprobe),
-            device=cfg.device,
-            chunk_size=int(cfg.knn.chunk_size),
-            seed=int(cfg.seed),
-        )
-        timings["knn_s"] = time.perf_counter() - t0
-        task.info["knn_from_cache"] = cached
-        return found
-
+    neighbours = build(cfg.knn)(
+        rows=view.train,
+        fingerprint=view.fingerprint,
+        cache_dir=cfg.paths.cache_dir,
+        device=cfg.device,
+        seed=int(cfg.seed),
+    )
     loggers = build_loggers(cfg.get("logger"))
     task = ClusteringTask(
         view=view,
@@ -91,9 +78,9 @@ def run(
         seed=int(cfg.seed),
         device=cfg.device,
         run_dir=run_dir,
-        neighbours_fn=neighbours,
+        neighbours=neighbours,
         loggers=loggers,
-        trainer_cfg=cfg.get("trainer"),
+        make_trainer=build(cfg.trainer) if cfg.get("trainer") is not None else None,
         callbacks=list(callbacks or []),
     )
     status = "failed"
@@ -109,6 +96,9 @@ def run(
             status = "success"
             return {}
         timings["fit_predict_s"] = time.perf_counter() - t0
+        if neighbours.seconds is not None:  # mined during fit_predict, counted in it too
+            timings["knn_s"] = neighbours.seconds
+            task.info["knn_from_cache"] = neighbours.from_cache
         t0 = time.perf_counter()
         evaluation = evaluate_view(predictions, view)
         timings["evaluate_s"] = time.perf_counter() - t0

@@ -1,9 +1,9 @@
 """ClusteringTask: everything a method receives, so new methods never touch the entry point.
 
 A method is any object with `fit_predict(task) -> Predictions` (built by Hydra from
-`conf/method/*.yaml`). It may read neighbours (`neighbours_for(k)`: mined lazily, cached), log through the run's
-loggers, build a Lightning Trainer from `trainer_cfg`, and record facts in `info`, which
-lands in results.json.
+`conf/method/*.yaml`). It may read neighbours (`neighbours_for(k)`: mined lazily, cached),
+log through the run's loggers, build a Lightning Trainer with `make_trainer` (the `trainer`
+config group as a partial), and record facts in `info`, which lands in results.json.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clusterbench.neighbours import NeighbourIndex
 from clusterbench.predictions import Predictions
 from clusterbench.view import BenchmarkView
 
@@ -26,16 +27,18 @@ class ClusteringTask:
     seed: int
     device: str
     run_dir: Path
-    neighbours_fn: Callable[[int], np.ndarray]
+    neighbours: NeighbourIndex | None = None
     loggers: list[Any] = field(default_factory=list)
-    trainer_cfg: Any = None
+    make_trainer: Callable[..., Any] | None = None  # lightning.Trainer with the config's settings
     callbacks: list[Any] = field(default_factory=list)  # extra Lightning callbacks
     info: dict = field(default_factory=dict)
 
     def neighbours_for(self, k: int) -> np.ndarray:
         """(N_train, k) int64 nearest neighbours of the train split, best first, self excluded
         (mined on first use with at least `knn.k` columns, then cached on disk)."""
-        return self.neighbours_fn(k)[:, :k]
+        if self.neighbours is None:
+            raise ValueError("this task has no neighbour index")
+        return self.neighbours.table(k)
 
 
 class ClusteringMethod(Protocol):

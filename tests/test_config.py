@@ -69,7 +69,7 @@ def test_named_dataset_resolves_store_from_extractor(tmp_path):
 
 def test_cpu_trainer_and_offline_loggers_instantiate(tmp_path):
     cfg = compose_config(tmp_path, ["logger=csv"])
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = instantiate(cfg.trainer)(logger=False, enable_checkpointing=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
     assert type(instantiate(cfg.logger.csv)).__name__ == "CSVLogger"
     wandb_cfg = compose_config(tmp_path, ["logger=wandb"])

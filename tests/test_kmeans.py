@@ -20,7 +20,6 @@ def _task(view, k, tmp_path, seed=0):
         seed=seed,
         device="cpu",
         run_dir=tmp_path,
-        neighbours_fn=lambda k: None,
     )
 
 

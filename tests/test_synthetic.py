@@ -72,7 +72,6 @@ def test_default_is_far_below_the_linear_probe(cache_dir, tmp_path):
         seed=0,
         device="cpu",
         run_dir=tmp_path,
-        neighbours_fn=lambda k: None,
     )
     acc = evaluate(SphericalKMeans().fit_predict(task), view.val_labels, 100)["metrics"]["acc"]
     assert probe > 0.95

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
@@ -105,7 +104,7 @@ class SelfDistillationMethod:
                 )
 
     def trainer(self, task: ClusteringTask, callbacks: list[Callback]) -> Trainer:
-        if task.trainer_cfg is None:
+        if task.make_trainer is None:
             raise ConfigError("method needs a trainer config (trainer=cpu|gpu|ddp)")
         # The newest epoch's checkpoint, with last.ckpt linked to it: what `resume=auto` reads.
         checkpoint = ModelCheckpoint(
@@ -117,12 +116,12 @@ class SelfDistillationMethod:
         )
         callbacks = [FiniteLossGuard(), checkpoint, *callbacks]
         extra: dict[str, Any] = {}
-        if progress_enabled() and task.trainer_cfg.get("enable_progress_bar", True):
+        configured = getattr(task.make_trainer, "keywords", {})
+        if progress_enabled() and configured.get("enable_progress_bar", True):
             callbacks.append(RichProgressBar())
         else:
             extra["enable_progress_bar"] = False
-        return instantiate(
-            task.trainer_cfg,
+        return task.make_trainer(
             callbacks=callbacks,
             logger=task.loggers or False,
             default_root_dir=str(task.run_dir),
