@@ -11,29 +11,13 @@ from rich.console import Console
 
 from clusterbench.atomic import write_json_atomic
 from clusterbench.errors import ConfigError
+from clusterbench.evaluation.evaluate import evaluate_view
+from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
 from clusterbench.instantiate import build
-from clusterbench.metrics import evaluate
-from clusterbench.plots import confidence_histogram, reliability_diagram
 from clusterbench.results import library_versions, print_metrics
 from clusterbench.task import ClusteringTask
 from clusterbench.tracking import build_loggers, close_loggers, log_run
 from clusterbench.view import BenchmarkView
-
-
-def evaluate_view(predictions, view: BenchmarkView) -> dict:
-    """The paper's metrics; multi-label views whose GT is a set (ImageNet-1K ReaL) estimate the
-    mapping against one label sampled from each set, repeated (section 4.4)."""
-    if view.params.get("mapping") == "sampled":
-        from clusterbench.benchmarks.real import evaluate_real
-
-        return evaluate_real(
-            predictions,
-            view.val_label_sets,
-            view.num_classes,
-            repeats=int(view.params["repeats"]),
-            seed=int(view.params["sample_seed"]),
-        )
-    return evaluate(predictions, view.val_labels, view.num_classes, view.val_label_sets)
 
 
 def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:

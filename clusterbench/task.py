@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clusterbench.evaluation.predictions import Predictions
 from clusterbench.neighbours import NeighbourIndex
-from clusterbench.predictions import Predictions
 from clusterbench.view import BenchmarkView
 
 

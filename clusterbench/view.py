@@ -40,6 +40,15 @@ class LabelSets:
         return cls(indptr=indptr, indices=flat[starts + offsets])
 
 
+@dataclass(frozen=True)
+class SampledLabels:
+    """Evaluate against one label drawn from each val sample's set S_L, `repeats` times
+    (seeded by `seed`), instead of against `val_labels` (ImageNet-1K ReaL, section 4.4)."""
+
+    repeats: int = 50
+    seed: int = 0
+
+
 @dataclass
 class BenchmarkView:
     """What a method and the evaluation see: train/val rows and labels of one benchmark."""
@@ -54,6 +63,7 @@ class BenchmarkView:
     class_names: list[str] | None = None
     val_label_sets: LabelSets | None = None
     params: dict = field(default_factory=dict)
+    evaluation: SampledLabels | None = None  # None: score against val_labels
 
     @property
     def train(self) -> FeatureRows:

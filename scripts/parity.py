@@ -6,7 +6,7 @@ imports its modules from that path and runs its own `train_dino` (schedules, hea
 training loop, checkpoint) on the same precomputed features and the same nearest-neighbour
 table the project uses, then predicts the validation split with the reference's teacher in
 eval mode (its best head), as its `eval_experiment.py` does. The project side is the CLI run
-exactly as a user types it. Both sides are scored by `clusterbench.metrics.evaluate`.
+exactly as a user types it. Both sides are scored by `clusterbench.evaluation.metrics.evaluate`.
 
     python scripts/parity.py --reference ~/src/TEMI-official-BMVC2023 --dataset digits \
         --method temi scanv2 --seeds 0 1 2 --heads 8 --batch-size 128 --knn 20 --epochs 100
@@ -143,8 +143,8 @@ def run_reference(job: dict) -> dict:
     """Train and evaluate the reference once; `job` as built by `job_for`."""
     import torch
 
-    from clusterbench.metrics import evaluate
-    from clusterbench.predictions import Predictions
+    from clusterbench.evaluation.metrics import evaluate
+    from clusterbench.evaluation.predictions import Predictions
 
     view, args = reference_args(job)
     import train_main

@@ -35,6 +35,7 @@ from clusterbench.synthetic_in21k import (
     materialize_in1k,
     materialize_in21k,
 )
+from clusterbench.view import SampledLabels
 from tests.conftest import blobs, compose_config, write_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -495,7 +496,7 @@ def test_in1k_real_view_on_a_real_store(tmp_path: Path) -> None:
     path = _write(tmp_path / "real.json", sets)
     root = in1k_store(tmp_path / "s")
     view = in1k_real(real=str(path), base=str(root), cache_dir=str(tmp_path / "c"))
-    assert view.params["mapping"] == "sampled" and view.params["repeats"] == 50
+    assert view.evaluation == SampledLabels(repeats=50, seed=0)
     assert view.val_index.tolist() == [0, 2, 3, 4, 5, 7, 8, 9]
     assert len(view.val_label_sets) == 8
     assert view.val_label_sets.indices.tolist() == [4, 3, 1, 0, 2, 4, 0, 1, 3, 0, 1, 2]

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from clusterbench.benchmarks.hierarchy import chain_sets, mask_map, tree_view
-from clusterbench.benchmarks.real import evaluate_real, load_real, restrict, sample_labels
+from clusterbench.benchmarks.real import load_real, restrict
 from clusterbench.errors import ConfigError
+from clusterbench.evaluation.metrics import evaluate
+from clusterbench.evaluation.predictions import Predictions
+from clusterbench.evaluation.sampled import evaluate_real, sample_labels
 from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.tree import Tree
-from clusterbench.metrics import evaluate
-from clusterbench.predictions import Predictions
 from clusterbench.synthetic_in21k import (
     SyntheticIn21kSpec,
     WorldSpec,

@@ -7,8 +7,8 @@ import pytest
 
 from clusterbench.datasets import store
 from clusterbench.errors import ConfigError
+from clusterbench.evaluation.metrics import evaluate
 from clusterbench.methods.kmeans import SphericalKMeans
-from clusterbench.metrics import evaluate
 from clusterbench.run import resolve_num_clusters
 from clusterbench.task import ClusteringTask
 

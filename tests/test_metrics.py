@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from clusterbench.metrics import evaluate, hungarian_mapping, in_label_sets
-from clusterbench.predictions import Predictions
+from clusterbench.evaluation.metrics import evaluate, hungarian_mapping, in_label_sets
+from clusterbench.evaluation.predictions import Predictions
 from clusterbench.view import LabelSets
 
 

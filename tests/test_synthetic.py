@@ -8,8 +8,8 @@ from sklearn.linear_model import LogisticRegression
 
 from clusterbench.datasets import synthetic
 from clusterbench.errors import ConfigError
+from clusterbench.evaluation.metrics import evaluate
 from clusterbench.methods.kmeans import SphericalKMeans
-from clusterbench.metrics import evaluate
 from clusterbench.synthetic import SyntheticSpec, generate, materialize
 from clusterbench.task import ClusteringTask
 

@@ -24,13 +24,10 @@ from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import ViewArrays, cached_view
 from clusterbench.errors import BenchmarkFileError
 from clusterbench.imagenet21k.labels import expand_label_sets
-from clusterbench.metrics import evaluate
-from clusterbench.predictions import Predictions
 from clusterbench.synthetic_in21k import timm_real_labels_path
-from clusterbench.view import BenchmarkView, LabelSets
+from clusterbench.view import BenchmarkView, LabelSets, SampledLabels
 
 NUM_CLASSES = 1000
-ACCURACIES = ("acc", "top5_acc", "top1_L_acc", "top5_L_acc", "nmi", "ari")
 
 
 def load_real(file: Path, num_val: int) -> LabelSets:
@@ -79,8 +76,8 @@ def in1k_real(
 ) -> BenchmarkView:
     """ImageNet-1K train; val = the images with a non-empty ReaL set, S_L = that set.
 
-    `params['mapping'] = 'sampled'` asks the run to evaluate with `evaluate_real`
-    (`repeats` draws seeded by `sample_seed`); `val_labels` keep the original labels.
+    `evaluation = SampledLabels(repeats, sample_seed)` asks the run to evaluate against
+    labels drawn from the sets (`evaluation.sampled`); `val_labels` keep the original labels.
     """
     src = open_base("in1k", name, **base)
     file = Path(real).expanduser() if real else timm_real_labels_path()
@@ -94,49 +91,7 @@ def in1k_real(
             train, val[keep], len(names), names, val_index=keep, val_label_sets=restrict(sets, keep)
         )
 
-    params = {"mapping": "sampled", "repeats": int(repeats), "sample_seed": int(sample_seed)}
-    return cached_view(name, src, "in1k_real", params, build, files={"real": file})
-
-
-def sample_labels(sets: LabelSets, rng: np.random.Generator) -> np.ndarray:
-    """(N,) one label drawn uniformly from each sample's set (every set must be non-empty)."""
-    sizes = np.diff(sets.indptr)
-    if (sizes == 0).any():
-        raise ValueError(f"{int((sizes == 0).sum())} label sets are empty; exclude them first")
-    pick = np.floor(rng.random(sizes.size) * sizes).astype(np.int64)
-    return sets.indices[sets.indptr[:-1] + pick]
-
-
-def evaluate_real(
-    predictions: Predictions,
-    label_sets: LabelSets,
-    num_classes: int,
-    repeats: int = 50,
-    seed: int = 0,
-) -> dict:
-    """`metrics.evaluate` averaged over `repeats` random single-label draws from S_L.
-
-    Same shape as `evaluate`'s result: metrics (means, plus `<metric>_std` for the accuracies
-    and `real_repeats`) and, when predictions carry confidences, the reliability bins with
-    per-bin accuracy averaged over the draws.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    rng = np.random.default_rng(seed)
-    runs = [
-        evaluate(predictions, sample_labels(label_sets, rng), num_classes, label_sets)
-        for _ in range(repeats)
-    ]
-    metrics: dict = {}
-    for key, first in runs[0]["metrics"].items():
-        values = np.array([r["metrics"][key] for r in runs], dtype=np.float64)
-        metrics[key] = float(values.mean()) if isinstance(first, float) else first
-        if key in ACCURACIES:
-            metrics[f"{key}_std"] = float(values.std())
-    metrics["real_repeats"] = int(repeats)
-    out: dict = {"metrics": metrics}
-    if "reliability" in runs[0]:
-        rel = dict(runs[0]["reliability"])
-        rel["accuracy"] = np.mean([r["reliability"]["accuracy"] for r in runs], axis=0).tolist()
-        out["reliability"] = rel
-    return out
+    params = {"repeats": int(repeats), "sample_seed": int(sample_seed)}
+    view = cached_view(name, src, "in1k_real", params, build, files={"real": file})
+    view.evaluation = SampledLabels(repeats=int(repeats), seed=int(sample_seed))
+    return view

@@ -84,7 +84,7 @@ def label_sets(tree: Tree) -> tuple[np.ndarray, np.ndarray]:
     """Per-class multi-label sets S_L as CSR (indptr (C+1,), indices): GT class, then ancestors.
 
     The set of a sample with label y is indices[indptr[y]:indptr[y+1]]; `expand_label_sets`
-    gives per-sample sets for `clusterbench.metrics.in_label_sets`.
+    gives per-sample sets for `clusterbench.evaluation.metrics.in_label_sets`.
     """
     return tree.chains
 

@@ -13,8 +13,8 @@ import faiss
 import numpy as np
 
 from clusterbench.errors import ConfigError
+from clusterbench.evaluation.predictions import Predictions
 from clusterbench.neighbours import l2_normalize, use_gpu
-from clusterbench.predictions import Predictions
 from clusterbench.progress import progress, status
 from clusterbench.task import ClusteringTask
 
