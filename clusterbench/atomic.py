@@ -6,24 +6,48 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """A temporary path next to `path` to write; renamed onto `path` when the block succeeds,
+    removed when it fails. `mode` is applied first (mkstemp files are private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=False, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def save_npy_atomic(path: str | os.PathLike, array) -> Path:
+    import numpy as np
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+    return Path(path)
 
 
 def write_dir_atomically(root: Path, write: Callable[[Path], None]) -> Path:

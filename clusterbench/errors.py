@@ -15,3 +15,11 @@ class ConfigError(ClusterbenchError):
 
 class BenchmarkFileError(ClusterbenchError):
     """A benchmark input file (relabelling, per-class accuracies, ReaL labels) is malformed."""
+
+
+class TreeFileError(ClusterbenchError, ValueError):
+    """A tree file does not follow the documented format."""
+
+
+class TrainingDiverged(ClusterbenchError):
+    """The training loss became NaN or infinite."""

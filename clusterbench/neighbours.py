@@ -20,28 +20,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from clusterbench.atomic import save_npy_atomic, write_json_atomic
+from clusterbench.device import faiss_uses_gpu
 from clusterbench.errors import ConfigError
 from clusterbench.progress import progress
-from clusterbench.rows import FeatureRows
+from clusterbench.rows import FeatureRows, normalize_rows
 
 CACHE_VERSION = 1
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in place (float32), zero rows left as zeros."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, np.maximum(norms, 1e-12), out=x)
-    return x
-
-
-def use_gpu(device: str) -> bool:
-    """GPU faiss when asked ("cuda") or when available and device is "auto"."""
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if device == "cuda" and gpus == 0:
-        raise ConfigError(
-            "device=cuda but this faiss build sees no GPU; install faiss-gpu or use device=cpu"
-        )
-    return device in ("cuda", "auto") and gpus > 0
 
 
 def build_index(
@@ -49,18 +34,18 @@ def build_index(
 ):
     """A faiss inner-product index over the L2-normalised rows, filled in chunks."""
     faiss_index = faiss.index_factory(rows.dim, index, faiss.METRIC_INNER_PRODUCT)
-    if use_gpu(device):
+    if faiss_uses_gpu(device):
         faiss_index = faiss.index_cpu_to_all_gpus(faiss_index)
     if not faiss_index.is_trained:
         # IVF-style indexes learn their coarse quantiser from a random sample of the rows.
         sample = np.random.default_rng(seed).choice(
             len(rows), min(len(rows), 256 * 1024), replace=False
         )
-        faiss_index.train(l2_normalize(rows.take(np.sort(sample))))
+        faiss_index.train(normalize_rows(rows.take(np.sort(sample))))
     for _, chunk in progress(
         rows.chunks(chunk_size), f"indexing {len(rows):,} rows", rows.num_chunks(chunk_size)
     ):
-        faiss_index.add(l2_normalize(chunk))
+        faiss_index.add(normalize_rows(chunk))
     if hasattr(faiss_index, "nprobe"):
         faiss_index.nprobe = nprobe
     else:
@@ -89,7 +74,7 @@ def search_neighbours(
     for start, chunk in progress(
         rows.chunks(chunk_size), f"mining {k}-NN of {n:,} rows", rows.num_chunks(chunk_size)
     ):
-        _, found = faiss_index.search(l2_normalize(chunk), k + 1)
+        _, found = faiss_index.search(normalize_rows(chunk), k + 1)
         out[start : start + chunk.shape[0]] = drop_self(
             found, np.arange(start, start + chunk.shape[0])
         )
@@ -139,14 +124,9 @@ class NeighbourCache:
         return array
 
     def save(self, key: str, array: np.ndarray) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{key}.{os.getpid()}.npy"
-        np.save(tmp, array)
-        os.replace(tmp, self.dir / f"{key}.npy")
+        save_npy_atomic(self.dir / f"{key}.npy", array)
         info = {"shape": list(array.shape), "sha1": _checksum(array)}
-        tmp_meta = self.dir / f".{key}.{os.getpid()}.json"
-        tmp_meta.write_text(json.dumps(info))
-        os.replace(tmp_meta, self.dir / f"{key}.json")
+        write_json_atomic(self.dir / f"{key}.json", info)
 
 
 def _checksum(array: np.ndarray) -> str:

@@ -132,4 +132,11 @@ def as_rows(features) -> FeatureRows | TensorRows | Rows:
     )
 
 
-__all__ = ["FeatureRows", "Rows", "TensorRows", "as_rows", "chunks", "to_device"]
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in place (float32), zero rows left as zeros."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, np.maximum(norms, 1e-12), out=x)
+    return x
+
+
+__all__ = ["FeatureRows", "Rows", "TensorRows", "as_rows", "chunks", "normalize_rows", "to_device"]

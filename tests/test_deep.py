@@ -9,8 +9,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from clusterbench.errors import ClusterbenchError, ConfigError
-from clusterbench.methods.self_distillation.method import TrainingDiverged
+from clusterbench.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.run import run
 from tests.conftest import compose_config
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -30,14 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterbench.errors import ClusterbenchError
+from clusterbench.atomic import write_bytes_atomic
+from clusterbench.errors import TreeFileError
 
 TREE_FILENAME = "w21_tree.tsv.gz"
 COLUMNS = ("wnid", "parent", "label", "hypernym", "hyponym", "name")
-
-
-class TreeFileError(ClusterbenchError, ValueError):
-    """A tree file does not follow the documented format."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,15 +247,7 @@ def write_tree_file(path: str | os.PathLike[str], tree: Tree, comments: Iterable
             )
         )
     data = gzip.compress(("\n".join(out) + "\n").encode("utf-8"), compresslevel=9, mtime=0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the file is plain package data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def tree_from_parents(

@@ -12,10 +12,11 @@ import time
 import faiss
 import numpy as np
 
+from clusterbench.device import faiss_uses_gpu
 from clusterbench.errors import ConfigError
 from clusterbench.evaluation.predictions import Predictions
-from clusterbench.neighbours import l2_normalize, use_gpu
 from clusterbench.progress import progress, status
+from clusterbench.rows import normalize_rows
 from clusterbench.task import ClusteringTask
 
 
@@ -52,8 +53,8 @@ class SphericalKMeans:
         sample = (
             np.sort(rng.choice(len(rows), budget, replace=False)) if len(rows) > budget else None
         )
-        self.gpu = use_gpu(task.device)
-        x = l2_normalize(rows.take(sample) if sample is not None else rows.to_numpy())
+        self.gpu = faiss_uses_gpu(task.device)
+        x = normalize_rows(rows.take(sample) if sample is not None else rows.to_numpy())
         km = faiss.Kmeans(
             x.shape[1],
             k,
@@ -95,7 +96,7 @@ class SphericalKMeans:
         out = np.empty((len(rows), topk), dtype=np.int64)
         chunks = rows.chunks(self.chunk_size)
         for start, chunk in progress(chunks, "assigning", rows.num_chunks(self.chunk_size)):
-            out[start : start + chunk.shape[0]] = index.search(l2_normalize(chunk), topk)[1]
+            out[start : start + chunk.shape[0]] = index.search(normalize_rows(chunk), topk)[1]
         return Predictions(top1=out[:, 0], topk=out, num_clusters=k)
 
     def fit_predict(self, task: ClusteringTask) -> Predictions:

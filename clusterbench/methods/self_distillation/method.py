@@ -16,16 +16,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-from clusterbench.errors import ClusterbenchError, ConfigError
+from clusterbench.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.progress import enabled as progress_enabled
 from clusterbench.task import ClusteringTask
-
-
-class TrainingDiverged(ClusterbenchError):
-    """The loss became NaN or infinite."""
 
 
 class FiniteLossGuard(Callback):
