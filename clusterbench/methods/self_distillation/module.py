@@ -16,7 +16,7 @@ Expected input: batches as produced by `NeighbourPairDataModule` (dicts with `an
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 
 import lightning as L
@@ -33,23 +33,21 @@ from clusterbench.methods.self_distillation.fused import (
     CPU_BLOCK_ELEMENTS,
     LastLayerLoss,
     autocast_dtype,
-    bmm_in,
     split_blocks,
 )
 from clusterbench.methods.self_distillation.heads import (
     INPUT_NORMS,
     FusedHeads,
     InputNorm,
-    l2_normalize,
     weight_decay_groups,
 )
 from clusterbench.methods.self_distillation.losses import (
     distributed_mean,
-    scan_block,
-    softmax_stats,
-    temi_block,
-    temi_instance_weight,
-    update_prior,
+)
+from clusterbench.methods.self_distillation.objectives import (
+    ScanObjective,
+    TeacherLogits,
+    TemiObjective,
 )
 from clusterbench.methods.self_distillation.schedules import cosine_schedule, linear_warmup
 from clusterbench.progress import progress
@@ -139,6 +137,9 @@ class SelfDistillationClustering(L.LightningModule):
             raise ConfigError(f"method.warmup_epochs must be >= 0 or null, got {warmup_epochs}")
         self.save_hyperparameters()
         self.loss_name = loss
+        self.objective = (
+            TemiObjective(beta, prior_momentum) if loss == "temi" else ScanObjective(alpha)
+        )
         self.num_heads = num_heads
         self.num_clusters = num_clusters
         self.beta, self.alpha = beta, alpha
@@ -225,7 +226,7 @@ class SelfDistillationClustering(L.LightningModule):
         their gradients in closed form (`LastLayerLoss`): no (H, 2B, C) tensor is kept for
         the backward pass and none is recomputed.
         """
-        b, c, h_total = anchors.shape[0], self.num_clusters, self.num_heads
+        b, c = anchors.shape[0], self.num_clusters
         x = self.input_norm(torch.cat([anchors, neighbours]))  # (2B, D): views stacked
         dtype = autocast_dtype(x.device) or torch.float32  # of the last layer's products
         teacher = self.teacher.module
@@ -236,61 +237,14 @@ class SelfDistillationClustering(L.LightningModule):
         h_s = self.student.bottleneck(x)  # (H, 2B, K)
         chunks = self.student.head_slices(self.head_chunk)
         blocks = split_blocks(chunks, self._block_heads(2 * b * c, x.device))
-
-        def teacher_logits(heads: slice) -> Tensor:  # (h, 2, B, C) over the temperature
-            with torch.no_grad():
-                z, _ = l2_normalize(h_t[heads].float())
-                weight = teacher.last_layer.weight_v[heads] * scale_t[heads][:, None, :]
-                return bmm_in(z, weight, dtype).view(-1, 2, b, c)
-
-        def student_loss(block_loss: Callable[[slice, Tensor], tuple[Tensor, Tensor]]) -> Tensor:
-            last = self.student.last_layer
-            return LastLayerLoss.apply(
-                h_s,
-                last.weight_v,
-                last.weight_g,
-                1.0 / self.student_temp,
-                blocks,
-                block_loss,
-                dtype,
-            )
-
-        if self.loss_name == "scanv2":
-
-            def scan_block_loss(heads: slice, student: Tensor) -> tuple[Tensor, Tensor]:
-                logits = teacher_logits(heads)
-                lse = softmax_stats(logits)[1]
-                return scan_block(student, logits, lse, self.alpha)
-
-            return student_loss(scan_block_loss)
-
-        # TEMI: a pass over the teacher first, as the pair weight needs every head and the
-        # prior update precedes the loss; the teacher logits are kept if they come in one chunk.
-        cache: dict[int, tuple[Tensor, Tensor]] = {}
-        with torch.no_grad():
-            weight = x.new_zeros(b)
-            prob_sum = x.new_zeros(h_total, c)
-            for heads in blocks:
-                logits = teacher_logits(heads)
-                probs, lse = softmax_stats(logits)
-                prob_sum[heads] = probs.sum(dim=(1, 2))
-                weight += temi_instance_weight(probs) * (probs.shape[0] / h_total)
-                if len(chunks) == 1:
-                    cache[heads.start] = (logits, lse)
-                del probs, logits, lse  # no stale block stays alive through the next pass
-            batch_mean = distributed_mean(prob_sum, 2 * b)
-            self.prior.copy_(update_prior(self.prior, batch_mean, self.prior_momentum))
-            log_prior = self.prior.log()
-
-        def temi_block_loss(heads: slice, student: Tensor) -> tuple[Tensor, Tensor]:
-            if cache:
-                logits, lse = cache.pop(heads.start)
-            else:
-                logits = teacher_logits(heads)
-                lse = softmax_stats(logits)[1]
-            return temi_block(student, logits, lse, log_prior[heads], weight, self.beta)
-
-        return student_loss(temi_block_loss)
+        teacher_logits = TeacherLogits(h_t, teacher.last_layer.weight_v, scale_t, dtype)
+        block_loss = self.objective.block_loss(
+            teacher_logits, blocks, keep=len(chunks) == 1, prior=self.prior
+        )
+        last = self.student.last_layer
+        return LastLayerLoss.apply(
+            h_s, last.weight_v, last.weight_g, 1.0 / self.student_temp, blocks, block_loss, dtype
+        )
 
     def _block_heads(self, block_elements: int, device: torch.device) -> int:
         """Heads per block of the last layer and loss.
@@ -385,8 +339,8 @@ class SelfDistillationClustering(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         self.log("train/teacher_momentum", self.teacher_momentum_at(self._step), batch_size=n)
         self.log("train/teacher_temp", self.teacher_temperature(), batch_size=n)
-        if self.loss_name == "temi":
-            self.log("train/prior_entropy", _entropy(self.prior).mean(), batch_size=n)
+        for name, value in self.objective.logs(self.prior).items():
+            self.log(name, value, batch_size=n)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -486,11 +440,6 @@ def default_warmup_epochs(max_epochs: int) -> int:
     many epochs at the full rate as it warms up (>= 40 epochs: 20; 25 epochs: 12).
     """
     return min(REFERENCE_WARMUP_EPOCHS, max(int(max_epochs), 0) // 2)
-
-
-def _entropy(probs: Tensor) -> Tensor:
-    """Entropy in nats along the last axis."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1)
 
 
 __all__ = ["LOSSES", "SelfDistillationClustering", "default_warmup_epochs"]
