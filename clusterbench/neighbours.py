@@ -10,7 +10,6 @@ index_factory string: "Flat" (exact, the default) or e.g. "IVF4096,Flat" for lar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -23,6 +22,7 @@ import numpy as np
 from clusterbench.atomic import save_npy_atomic, write_json_atomic
 from clusterbench.device import faiss_uses_gpu
 from clusterbench.errors import ConfigError
+from clusterbench.fingerprint import array_checksum
 from clusterbench.progress import progress
 from clusterbench.rows import FeatureRows, normalize_rows
 
@@ -117,7 +117,7 @@ class NeighbourCache:
         if (
             array.shape != (n, k)
             or array.dtype != np.int64
-            or info.get("sha1") != _checksum(array)
+            or info.get("sha1") != array_checksum(array)
             or (array.size and (array.min() < 0 or array.max() >= n))
         ):
             return None
@@ -125,12 +125,8 @@ class NeighbourCache:
 
     def save(self, key: str, array: np.ndarray) -> None:
         save_npy_atomic(self.dir / f"{key}.npy", array)
-        info = {"shape": list(array.shape), "sha1": _checksum(array)}
+        info = {"shape": list(array.shape), "sha1": array_checksum(array)}
         write_json_atomic(self.dir / f"{key}.json", info)
-
-
-def _checksum(array: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(array).data).hexdigest()
 
 
 def mine_neighbours(

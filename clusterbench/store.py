@@ -10,7 +10,6 @@ Features are never read whole: a store larger than RAM is scanned in chunks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clusterbench.errors import StoreError
+from clusterbench.fingerprint import fingerprint_files
 from clusterbench.progress import progress
 
 SPLITS = ("train", "val")
@@ -212,21 +212,3 @@ def _read_meta(root: Path) -> dict:
     if not isinstance(meta, dict):
         raise StoreError(f"{file}: expected a JSON object, found {type(meta).__name__}")
     return meta
-
-
-def fingerprint_files(files: list[Path], sample_bytes: int = 1 << 20) -> str:
-    """Cheap content fingerprint: names, sizes, and the first/last MiB of each file.
-
-    Hashing 22 GB of features on every run would cost minutes; size plus head and tail
-    catch rewrites, truncation and regenerated stores in practice.
-    """
-    digest = hashlib.sha1()
-    for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
-        with open(file, "rb") as fh:
-            digest.update(fh.read(sample_bytes))
-            if size > sample_bytes:
-                fh.seek(max(size - sample_bytes, sample_bytes))
-                digest.update(fh.read(sample_bytes))
-    return digest.hexdigest()[:16]

@@ -13,7 +13,6 @@ cache directory, keyed by its parameters, so every later run opens it like user 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from clusterbench.atomic import write_dir_atomically
 from clusterbench.errors import ConfigError
+from clusterbench.fingerprint import digest
 
 FORMAT_VERSION = 1
 
@@ -70,8 +70,7 @@ class SyntheticSpec:
 
     @property
     def key(self) -> str:
-        payload = json.dumps({"v": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha1(payload.encode()).hexdigest()[:12]
+        return digest({"v": FORMAT_VERSION, **asdict(self)}, length=12)
 
 
 def class_counts(

@@ -25,7 +25,6 @@ the means of their ReaL label sets.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from scipy.special import ndtr
 
 from clusterbench.atomic import write_dir_atomically
 from clusterbench.errors import ConfigError
+from clusterbench.fingerprint import digest
 from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.build_tree import timm_info_file
 from clusterbench.imagenet21k.tree import Tree, load_tree
@@ -82,8 +82,7 @@ class WorldSpec:
 
     @property
     def key(self) -> str:
-        payload = json.dumps({"v": FORMAT_VERSION, "kind": type(self).__name__, **asdict(self)})
-        return hashlib.sha1(payload.encode()).hexdigest()[:12]
+        return digest({"v": FORMAT_VERSION, "kind": type(self).__name__, **asdict(self)}, 12)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ optional multi-label sets S_L for the validation samples (section 4.4 of the pap
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from clusterbench.fingerprint import digest
 from clusterbench.rows import FeatureRows
 from clusterbench.store import FeatureStore
 
@@ -80,8 +80,7 @@ class BenchmarkView:
     @property
     def fingerprint(self) -> str:
         """Store fingerprint plus the view definition: keys the kNN cache of this view."""
-        key = f"{self.store.fingerprint}|{self.name}|{sorted(self.params.items())}"
-        return hashlib.sha1(key.encode()).hexdigest()[:16]
+        return digest({"store": self.store.fingerprint, "name": self.name, "params": self.params})
 
     @classmethod
     def whole(cls, store: FeatureStore, name: str) -> BenchmarkView:

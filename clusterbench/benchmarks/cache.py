@@ -8,7 +8,6 @@ a changed input builds a new view and never reuses a stale one. Entries live und
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clusterbench.atomic import write_dir_atomically
+from clusterbench.fingerprint import digest, fingerprint_files
 from clusterbench.imagenet21k.tree import default_tree_path
-from clusterbench.store import fingerprint_files
 from clusterbench.view import BenchmarkView, LabelSets
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ def view_key(base: Base, kind: str, params: dict, files: dict[str, Path]) -> str
         "files": file_fingerprints(files),
         "tree": fingerprint_files([default_tree_path()]),
     }
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(payload)
 
 
 def _save(root: Path, arrays: ViewArrays, info: dict) -> None:
