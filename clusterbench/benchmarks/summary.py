@@ -9,7 +9,7 @@ from clusterbench.view import BenchmarkView
 
 
 def describe(view: BenchmarkView) -> dict:
-    """Summary of a view as plain JSON-able values.
+    """`BenchmarkView.summary` plus the benchmark's family and label provenance, JSON-able.
 
     Class frequencies count train samples per class of the label space; min/median/max and
     the imbalance ratio (max/min) cover classes with at least one sample. For ImageNet-21K
@@ -18,21 +18,9 @@ def describe(view: BenchmarkView) -> dict:
     `non_dataset_synset_sample_fraction` the share of train samples carrying one.
     """
     counts = np.bincount(view.train_labels, minlength=view.num_classes)
-    present = counts[counts > 0]
     out = {
-        "name": view.name,
+        **view.summary(),  # sizes and train class-frequency statistics
         "family": view.params.get("family"),
-        "store": str(view.store.path),
-        "num_classes": int(view.num_classes),
-        "num_train": int(len(view.train_labels)),
-        "num_val": int(len(view.val_labels)),
-        "dim": int(view.dim),
-        "train_class_frequency": {
-            "min": int(present.min()) if present.size else 0,
-            "median": float(np.median(present)) if present.size else 0.0,
-            "max": int(present.max()) if present.size else 0,
-        },
-        "imbalance_ratio": float(present.max() / present.min()) if present.size else 0.0,
         "classes_without_train_samples": int((counts == 0).sum()),
         "non_dataset_synset_fraction": 0.0,
         "non_dataset_synset_sample_fraction": 0.0,
