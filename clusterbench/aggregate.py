@@ -16,15 +16,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-METRICS = ("acc", "nmi", "ari", "top5_acc", "top1_L_acc", "top5_L_acc", "mean_confidence", "ece")
+from clusterbench.results import METRIC_ORDER, iter_results
+
+METRICS = METRIC_ORDER
 
 
 def collect(dirs: list[Path]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for root in dirs:
-        for file in sorted(Path(root).rglob("results.json")):
-            result = json.loads(file.read_text())
-            groups[(result["dataset"], result["method"])].append(result)
+    for result in iter_results(dirs):
+        groups[(result["dataset"], result["method"])].append(result)
     return dict(groups)
 
 

@@ -1,13 +1,23 @@
-"""What a run reports: library versions and the printed metrics table (results.json itself is
-written by `atomic.write_json_atomic`)."""
+"""results.json: its schema, how a run writes it (atomically, last) and how readers find it;
+plus the printed metrics table and the library versions a run records.
+
+A results.json holds: method, dataset, seed, metrics (fractions in [0, 1], `METRIC_ORDER` plus
+cluster counts), reliability (bins, or null), method_info (facts a method recorded), dataset_summary,
+timings (seconds), artefacts (file names in the run directory), versions, config (resolved).
+"""
 
 from __future__ import annotations
 
+import json
 import platform
+from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from clusterbench.atomic import write_json_atomic
 
 LIBRARIES = (
     "clusterbench",
@@ -33,6 +43,37 @@ METRIC_ORDER = (
     "mean_confidence",
     "ece",
 )
+
+
+RESULT_KEYS = (
+    "method",
+    "dataset",
+    "seed",
+    "metrics",
+    "reliability",
+    "method_info",
+    "dataset_summary",
+    "timings",
+    "artefacts",
+    "versions",
+    "config",
+)
+RESULTS_FILE = "results.json"
+
+
+def write_results(run_dir: Path, payload: dict) -> Path:
+    """Write `run_dir/results.json` atomically; a run calls it last, so a failed run has none."""
+    missing = [key for key in RESULT_KEYS if key not in payload]
+    if missing:
+        raise ValueError(f"results payload lacks {missing}")
+    return write_json_atomic(Path(run_dir) / RESULTS_FILE, payload)
+
+
+def iter_results(roots: list[Path]) -> Iterator[dict]:
+    """Every results.json below the given directories, in path order."""
+    for root in roots:
+        for file in sorted(Path(root).rglob(RESULTS_FILE)):
+            yield json.loads(file.read_text())
 
 
 def library_versions() -> dict[str, str]:

@@ -9,12 +9,11 @@ from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from clusterbench.atomic import write_json_atomic
 from clusterbench.errors import ConfigError
 from clusterbench.evaluation.evaluate import evaluate_view
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
 from clusterbench.instantiate import build
-from clusterbench.results import library_versions, print_metrics
+from clusterbench.results import library_versions, print_metrics, write_results
 from clusterbench.task import ClusteringTask
 from clusterbench.tracking import build_loggers, close_loggers, log_run
 from clusterbench.view import BenchmarkView
@@ -111,7 +110,7 @@ def run(
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         log_run(loggers, cfg, metrics)
-        write_json_atomic(run_dir / "results.json", payload)  # last: a failed run leaves none
+        write_results(run_dir, payload)  # last: a failed run leaves none
         status = "success"
     finally:
         close_loggers(loggers, status)
