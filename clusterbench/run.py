@@ -45,7 +45,8 @@ def run(
     view: BenchmarkView = build(cfg.dataset)
     timings["load_dataset_s"] = time.perf_counter() - start
     method = build(cfg.method)
-    num_clusters = resolve_num_clusters(cfg.method.get("num_clusters"), view)
+    # One door: the method's own setting (its config), resolved against the view.
+    num_clusters = resolve_num_clusters(getattr(method, "num_clusters", None), view)
 
     neighbours = build(cfg.knn)(
         rows=view.train,

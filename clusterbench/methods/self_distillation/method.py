@@ -139,8 +139,7 @@ class SelfDistillationMethod:
         self.model = SelfDistillationClustering(
             in_dim=view.dim,
             num_clusters=task.num_clusters,
-            loss=self.loss,
-            batch_size=self.batch_size,
+            loss=self.loss,  # the batch size (for the lr scaling) comes from the DataModule
             **self.module_kwargs,
         )
         trainer = self.trainer(task, task.callbacks)
