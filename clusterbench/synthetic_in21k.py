@@ -38,7 +38,7 @@ from clusterbench.atomic import write_dir_atomically
 from clusterbench.errors import ConfigError
 from clusterbench.fingerprint import digest
 from clusterbench.imagenet21k import labels as L
-from clusterbench.imagenet21k.build_tree import timm_info_file
+from clusterbench.imagenet21k.timm import in1k_wnids, timm_real_labels_path
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.progress import progress
 
@@ -50,8 +50,6 @@ PROBE_MODELS = ("clip", "dinov2", "sup")
 # overlap a lot but not fully, as in Table 3.
 PROBE_NOISE = 0.03
 RELABELS = ("leaf_hzr", "p_hzr")
-IN1K_SYNSETS = "imagenet_synsets.txt"
-REAL_LABELS = "imagenet_real_labels.json"
 
 
 @dataclass(frozen=True)
@@ -296,16 +294,6 @@ def materialize_in21k(spec: SyntheticIn21kSpec, cache_dir: str | os.PathLike) ->
         (tmp / "meta.json").write_text(_meta(spec, source="in21k"))
 
     return write_dir_atomically(root, write)
-
-
-def in1k_wnids() -> list[str]:
-    """The 1000 ImageNet-1K wnids in the standard (sorted) class-index order."""
-    return timm_info_file(IN1K_SYNSETS).read_text().split()
-
-
-def timm_real_labels_path() -> Path:
-    """timm's copy of the ReaL labels (Beyer et al. 2020): 50000 lists, val-file order."""
-    return timm_info_file(REAL_LABELS)
 
 
 def materialize_in1k(spec: SyntheticIn1kSpec, cache_dir: str | os.PathLike) -> Path:

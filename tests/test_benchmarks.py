@@ -24,13 +24,13 @@ from clusterbench.benchmarks.real import in1k_real
 from clusterbench.benchmarks.relabel import relabel
 from clusterbench.benchmarks.summary import describe
 from clusterbench.errors import BenchmarkFileError, ConfigError, StoreError
+from clusterbench.imagenet21k.timm import in1k_wnids
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.run import run
 from clusterbench.store import FeatureStore
 from clusterbench.synthetic_in21k import (
     SyntheticIn1kSpec,
     SyntheticIn21kSpec,
-    in1k_wnids,
     make_spec,
     materialize_in1k,
     materialize_in21k,

@@ -13,6 +13,7 @@ from clusterbench.evaluation.metrics import evaluate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.evaluation.sampled import evaluate_real, sample_labels
 from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k.timm import timm_real_labels_path
 from clusterbench.imagenet21k.tree import Tree
 from clusterbench.synthetic_in21k import (
     SyntheticIn21kSpec,
@@ -24,7 +25,6 @@ from clusterbench.synthetic_in21k import (
     make_spec,
     node_depths,
     node_means,
-    timm_real_labels_path,
 )
 from clusterbench.view import LabelSets
 from tests.conftest import (  # the 7-class tree fixture `tree`

@@ -10,8 +10,6 @@ import pytest
 
 from clusterbench.imagenet21k import labels as L
 from clusterbench.imagenet21k.build_tree import (
-    LEMMAS,
-    W21_SYNSETS,
     Synset,
     build_tree,
     choose_parent,
@@ -20,8 +18,8 @@ from clusterbench.imagenet21k.build_tree import (
     read_is_a,
     read_lemmas,
     read_lines,
-    timm_info_file,
 )
+from clusterbench.imagenet21k.timm import LEMMAS, W21_SYNSETS, timm_info_file
 from clusterbench.imagenet21k.tree import (
     Tree,
     TreeFileError,

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from clusterbench.errors import ConfigError, StoreError
+from clusterbench.imagenet21k.timm import in1k_wnids
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.store import FeatureStore
 from clusterbench.synthetic_in21k import (
     SyntheticIn1kSpec,
     SyntheticIn21kSpec,
-    in1k_wnids,
     make_spec,
     materialize_in1k,
     materialize_in21k,

@@ -24,7 +24,7 @@ from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import ViewArrays, cached_view
 from clusterbench.errors import BenchmarkFileError
 from clusterbench.imagenet21k.labels import expand_label_sets
-from clusterbench.synthetic_in21k import timm_real_labels_path
+from clusterbench.imagenet21k.timm import timm_real_labels_path
 from clusterbench.view import BenchmarkView, LabelSets, SampledLabels
 
 NUM_CLASSES = 1000

@@ -21,21 +21,18 @@ it shows exactly which pointers count (`@` vs `@i`, `~` vs `~i`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from clusterbench.imagenet21k.timm import LEMMAS, W21_SYNSETS, timm_info_file
 from clusterbench.imagenet21k.tree import (
     Tree,
     default_tree_path,
     tree_from_parents,
     write_tree_file,
 )
-
-W21_SYNSETS = "imagenet21k_miil_w21_synsets.txt"
-LEMMAS = "imagenet_synset_to_lemma.txt"
 
 
 class Synset(NamedTuple):
@@ -113,15 +110,6 @@ def read_lemmas(path: str | os.PathLike[str]) -> dict[str, str]:
         wnid, _, name = ln.partition("\t")
         out[wnid] = name.strip()
     return out
-
-
-def timm_info_file(name: str) -> Path:
-    """A file of timm's bundled ImageNet metadata (timm/data/_info), found without importing
-    timm (which would import torch: seconds for reading a text file)."""
-    spec = importlib.util.find_spec("timm")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"timm is not installed; it ships {name}")
-    return Path(spec.origin).parent / "data" / "_info" / name
 
 
 def build_tree(
