@@ -37,7 +37,7 @@ from scipy.special import ndtr
 from clusterbench.atomic import write_dir_atomically
 from clusterbench.errors import ConfigError
 from clusterbench.fingerprint import digest
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.timm import in1k_wnids, timm_real_labels_path
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.progress import progress
@@ -219,7 +219,7 @@ def hidden_labels(tree: Tree, labels: np.ndarray, keep_prob: float, rng) -> np.n
 
 def leaf_below(tree: Tree, labels: np.ndarray, rng) -> np.ndarray:
     """A leaf class drawn uniformly below each label (a leaf maps to itself)."""
-    ptr, idx = descendants(tree, L.imagenet21k_leaf_classes(tree))
+    ptr, idx = descendants(tree, rules.imagenet21k_leaf_classes(tree))
     return _draw(ptr, idx, labels, rng)
 
 

@@ -12,7 +12,7 @@ from clusterbench.errors import ConfigError
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.evaluation.sampled import evaluate_real, sample_labels
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.timm import timm_real_labels_path
 from clusterbench.imagenet21k.tree import Tree
 from clusterbench.synthetic_in21k import (
@@ -54,7 +54,9 @@ def test_chain_sets_identity_is_the_chain(tree: Tree) -> None:
 
 
 def test_chain_sets_through_a_coarse_map_drop_repeats(tree: Tree) -> None:
-    class_map, wnids = L.coarse_labels(tree, 1)  # puppy -> dog, dog -> animal, sled dog -> working
+    class_map, wnids = rules.coarse_labels(
+        tree, 1
+    )  # puppy -> dog, dog -> animal, sled dog -> working
     got = rows(chain_sets(tree, class_map))
     new = {n: i for i, n in enumerate(int(w[1:]) for w in wnids)}
     # puppy: chain puppy, dog, animal, organism -> dog, animal, animal, organism -> no repeat.
@@ -105,7 +107,7 @@ def test_descendants_and_hidden_labels(tree: Tree) -> None:
     moved = hidden != labels
     assert 0.3 < moved[labels == ANIMAL].mean() < 0.7 and not moved[labels == PUPPY].any()
     leaves = leaf_below(tree, hidden, rng)
-    assert set(leaves.tolist()) <= set(np.flatnonzero(L.imagenet21k_leaf_classes(tree)))
+    assert set(leaves.tolist()) <= set(np.flatnonzero(rules.imagenet21k_leaf_classes(tree)))
     assert all(leaf in below[h] for h, leaf in zip(hidden, leaves, strict=True))
     assert np.array_equal(hidden_labels(tree, labels, 1.0, rng), labels)
 

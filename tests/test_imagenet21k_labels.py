@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clusterbench.evaluation.metrics import in_label_sets
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import Tree
 
 # --- tree-based ----------------------------------------------------------------------------
@@ -38,38 +38,43 @@ def test_tree_derived_views(tree: Tree) -> None:
     ],
 )
 def test_coarse_labels_move_one_step(tree: Tree, d: int, class_map: list, nodes: list) -> None:
-    got_map, wnids = L.coarse_labels(tree, d)
+    got_map, wnids = rules.coarse_labels(tree, d)
     assert got_map.tolist() == class_map
     assert wnids == [tree.wnids[n] for n in nodes]
 
 
 def test_coarse_labels_rejects_negative_depth(tree: Tree) -> None:
     with pytest.raises(ValueError, match="d must be"):
-        L.coarse_labels(tree, -1)
+        rules.coarse_labels(tree, -1)
 
 
 def test_leaf_masks(tree: Tree) -> None:
-    assert np.flatnonzero(L.imagenet21k_leaf_classes(tree)).tolist() == [SUN, SLED_DOG, PUPPY, TOOL]
+    assert np.flatnonzero(rules.imagenet21k_leaf_classes(tree)).tolist() == [
+        SUN,
+        SLED_DOG,
+        PUPPY,
+        TOOL,
+    ]
     # sun has no hypernym, tool has a (non-class) hyponym.
-    assert np.flatnonzero(L.wordnet_leaf_classes(tree)).tolist() == [SLED_DOG, PUPPY]
+    assert np.flatnonzero(rules.wordnet_leaf_classes(tree)).tolist() == [SLED_DOG, PUPPY]
 
 
 def test_label_sets_and_expansion(tree: Tree) -> None:
-    indptr, indices = L.label_sets(tree)
+    indptr, indices = rules.label_sets(tree)
     assert indptr.tolist() == [0, 3, 4, 5, 7, 10, 14, 15]
     assert indices[indptr[PUPPY] : indptr[PUPPY + 1]].tolist() == [PUPPY, DOG, ANIMAL, ORGANISM]
-    sets = L.expand_label_sets(indptr, indices, np.array([SUN, PUPPY, SUN]))
+    sets = rules.expand_label_sets(indptr, indices, np.array([SUN, PUPPY, SUN]))
     assert sets.indptr.tolist() == [0, 1, 5, 6]
     assert sets.indices.tolist() == [SUN, PUPPY, DOG, ANIMAL, ORGANISM, SUN]
-    sets = L.expand_label_sets(indptr, indices, np.array([], dtype=np.int64))
+    sets = rules.expand_label_sets(indptr, indices, np.array([], dtype=np.int64))
     assert sets.indptr.tolist() == [0] and sets.indices.size == 0
 
 
 def test_in_label_sets(tree: Tree) -> None:
-    indptr, indices = L.label_sets(tree)
+    indptr, indices = rules.label_sets(tree)
     labels = np.array([PUPPY, PUPPY, PUPPY, SUN, SUN, DOG])
     pred = np.array([ORGANISM, TOOL, -1, SUN, ORGANISM, PUPPY])
-    sets = L.expand_label_sets(indptr, indices, labels)
+    sets = rules.expand_label_sets(indptr, indices, labels)
     assert in_label_sets(pred, sets).tolist() == [1, 0, 0, 1, 0, 0]
 
 
@@ -80,54 +85,54 @@ COUNTS = np.array([5, 1, 3, 3, 9, 7, 2, 8, 4, 6])
 
 
 def test_frequency_ranks() -> None:
-    assert L.frequency_ranks(COUNTS).tolist() == [5, 0, 2, 3, 9, 7, 1, 8, 4, 6]
+    assert rules.frequency_ranks(COUNTS).tolist() == [5, 0, 2, 3, 9, 7, 1, 8, 4, 6]
 
 
 def test_frequency_band_rank_and_value() -> None:
     # Rank percentile 100 r / 9 in [25, 75] -> ranks 3..6 -> ids 3, 8, 0, 9.
-    assert np.flatnonzero(L.frequency_band(COUNTS, 25, "rank")).tolist() == [0, 3, 8, 9]
+    assert np.flatnonzero(rules.frequency_band(COUNTS, 25, "rank")).tolist() == [0, 3, 8, 9]
     # np.percentile gives [3, 6.75]: the tied id 2 joins (value mode is the default).
-    assert np.flatnonzero(L.frequency_band(COUNTS, 25)).tolist() == [0, 2, 3, 8, 9]
-    assert np.flatnonzero(L.frequency_band(COUNTS, 15, "rank")).tolist() == [0, 8]
-    assert L.frequency_band(COUNTS, 50).all()
+    assert np.flatnonzero(rules.frequency_band(COUNTS, 25)).tolist() == [0, 2, 3, 8, 9]
+    assert np.flatnonzero(rules.frequency_band(COUNTS, 15, "rank")).tolist() == [0, 8]
+    assert rules.frequency_band(COUNTS, 50).all()
     with pytest.raises(ValueError, match="s must be"):
-        L.frequency_band(COUNTS, 55)
+        rules.frequency_band(COUNTS, 55)
     with pytest.raises(ValueError, match="mode"):
-        L.frequency_band(COUNTS, 5, "median")  # type: ignore[arg-type]
+        rules.frequency_band(COUNTS, 5, "median")  # type: ignore[arg-type]
 
 
 def test_frequency_band_without_ties_matches_value_mode() -> None:
     counts = np.random.default_rng(0).permutation(101) * 3 + 7
-    for s in L.FREQUENCY_BANDS.values():
-        rank = L.frequency_band(counts, s, "rank")
+    for s in rules.FREQUENCY_BANDS.values():
+        rank = rules.frequency_band(counts, s, "rank")
         assert rank.sum() == 2 * s + 1
-        assert np.array_equal(rank, L.frequency_band(counts, s, "value"))
+        assert np.array_equal(rank, rules.frequency_band(counts, s, "value"))
 
 
 def test_most_frequent_imbalanced_centered() -> None:
-    assert np.flatnonzero(L.most_frequent(COUNTS, 20, "rank")).tolist() == [4, 7]
-    imb = L.imbalanced_2k(COUNTS, band_s=15, top_percent=20, mode="rank")
+    assert np.flatnonzero(rules.most_frequent(COUNTS, 20, "rank")).tolist() == [4, 7]
+    imb = rules.imbalanced_2k(COUNTS, band_s=15, top_percent=20, mode="rank")
     assert np.flatnonzero(imb).tolist() == [0, 4, 7, 8]
     # Same number of classes (4) around the median: ranks 3..6.
-    assert np.flatnonzero(L.centered_2k(COUNTS, num_classes=4)).tolist() == [0, 3, 8, 9]
+    assert np.flatnonzero(rules.centered_2k(COUNTS, num_classes=4)).tolist() == [0, 3, 8, 9]
     # Defaults: band [45, 55] is empty for 10 classes, top 10% is id 4; centred: rank 4 = id 8.
-    assert np.flatnonzero(L.imbalanced_2k(COUNTS, mode="rank")).tolist() == [4]
-    assert np.flatnonzero(L.centered_2k(COUNTS, mode="rank")).tolist() == [8]
+    assert np.flatnonzero(rules.imbalanced_2k(COUNTS, mode="rank")).tolist() == [4]
+    assert np.flatnonzero(rules.centered_2k(COUNTS, mode="rank")).tolist() == [8]
 
 
 def test_imbalanced_2k_size_at_scale() -> None:
     counts = np.random.default_rng(1).permutation(10450) + 100  # no ties
     for mode in ("rank", "value"):  # no ties: the modes agree
-        imb, cen = L.imbalanced_2k(counts, mode=mode), L.centered_2k(counts, mode=mode)
+        imb, cen = rules.imbalanced_2k(counts, mode=mode), rules.centered_2k(counts, mode=mode)
         assert imb.sum() == cen.sum() == 1044 + 1045
-        top, band = L.most_frequent(counts, 10, mode), L.frequency_band(counts, 5, mode)
+        top, band = rules.most_frequent(counts, 10, mode), rules.frequency_band(counts, 5, mode)
         assert not (top & band).any()
 
 
 def test_value_mode_keeps_ties_at_the_edges() -> None:
     # 30 classes: counts 1..10 three times each -> every band edge value is shared.
     counts = np.tile(np.arange(1, 11), 3)
-    value, rank = L.frequency_band(counts, 5), L.frequency_band(counts, 5, "rank")
+    value, rank = rules.frequency_band(counts, 5), rules.frequency_band(counts, 5, "rank")
     assert rank.sum() == 2  # ranks 14, 15 of 0..29 (100 r / 29 in [45, 55])
     assert value.sum() == 6 and (value >= rank).all()  # both counts tied at the edges join
     assert set(counts[value]) == {5, 6}
@@ -138,24 +143,24 @@ def test_value_mode_keeps_ties_at_the_edges() -> None:
 
 def test_odd_halving() -> None:
     labels = np.array([0, 1, 1, 1, 1, 2, 2, 3, 3, 3])
-    keep = L.odd_halving(labels, seed=0)
+    keep = rules.odd_halving(labels, seed=0)
     assert np.array_equal(keep, np.unique(keep))
     assert np.bincount(labels[keep], minlength=4).tolist() == [1, 2, 2, 1]
-    assert np.array_equal(keep, L.odd_halving(labels, seed=0))
-    picks = {tuple(L.odd_halving(labels, seed=s).tolist()) for s in range(20)}
+    assert np.array_equal(keep, rules.odd_halving(labels, seed=0))
+    picks = {tuple(rules.odd_halving(labels, seed=s).tolist()) for s in range(20)}
     assert len(picks) > 1  # the seed chooses which odd-class samples stay
 
 
 def test_top_k_classes() -> None:
     acc = np.array([0.5, 0.9, np.nan, 0.9, 0.1])
-    assert np.flatnonzero(L.top_k_classes(acc, 2)).tolist() == [1, 3]
-    assert np.flatnonzero(L.top_k_classes(acc, 4)).tolist() == [0, 1, 3, 4]
-    assert L.top_k_classes(acc, 5).all()
+    assert np.flatnonzero(rules.top_k_classes(acc, 2)).tolist() == [1, 3]
+    assert np.flatnonzero(rules.top_k_classes(acc, 4)).tolist() == [0, 1, 3, 4]
+    assert rules.top_k_classes(acc, 5).all()
     with pytest.raises(ValueError, match="k must be"):
-        L.top_k_classes(acc, 6)
+        rules.top_k_classes(acc, 6)
 
 
 def test_random_classes() -> None:
-    a = L.random_classes(100, 10, seed=3)
-    assert a.sum() == 10 and np.array_equal(a, L.random_classes(100, 10, seed=3))
-    assert not np.array_equal(a, L.random_classes(100, 10, seed=4))
+    a = rules.random_classes(100, 10, seed=3)
+    assert a.sum() == 10 and np.array_equal(a, rules.random_classes(100, 10, seed=3))
+    assert not np.array_equal(a, rules.random_classes(100, 10, seed=4))

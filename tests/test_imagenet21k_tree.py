@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.build_tree import (
     Synset,
     build_tree,
@@ -103,14 +103,14 @@ def test_fixture_tree_names_and_flags(tiny: Tree) -> None:
 
 
 def test_fixture_leaves_and_coarse(tiny: Tree) -> None:
-    assert np.flatnonzero(L.imagenet21k_leaf_classes(tiny)).tolist() == [
+    assert np.flatnonzero(rules.imagenet21k_leaf_classes(tiny)).tolist() == [
         SUN,
         SLED_DOG,
         PUPPY,
         TOOL,
     ]
-    assert np.flatnonzero(L.wordnet_leaf_classes(tiny)).tolist() == [SLED_DOG, PUPPY]
-    class_map, wnids = L.coarse_labels(tiny, 1)
+    assert np.flatnonzero(rules.wordnet_leaf_classes(tiny)).tolist() == [SLED_DOG, PUPPY]
+    class_map, wnids = rules.coarse_labels(tiny, 1)
     # dog -> animal, puppy -> dog (one step only), sled_dog -> working_animal (a new label).
     assert wnids == [*tiny.wnids[:4], tiny.wnids[TOOL], "n00008000"]
     assert class_map.tolist() == [3, 1, 2, 3, 5, 0, 4]
@@ -182,7 +182,7 @@ def test_shipped_tree_matches_timm(w21: Tree) -> None:
 def test_shipped_tree_depths(w21: Tree) -> None:
     assert w21.depth.min() == 0 and w21.depth.max() == 11
     # Each chain step goes one level up.
-    indptr, indices = L.label_sets(w21)
+    indptr, indices = rules.label_sets(w21)
     assert np.array_equal(np.diff(indptr), w21.depth + 1)
     assert np.array_equal(
         w21.depth[indices], np.concatenate([d - np.arange(d + 1) for d in w21.depth])
@@ -197,11 +197,11 @@ def test_shipped_tree_depths(w21: Tree) -> None:
     + [(9, 10424), (11, 10450)],  # d=9 is not in the paper; 11 = max depth: nothing moves
 )
 def test_shipped_coarse_counts(w21: Tree, d: int, expected: int) -> None:
-    class_map, wnids = L.coarse_labels(w21, d)
+    class_map, wnids = rules.coarse_labels(w21, d)
     assert len(wnids) == expected
     assert np.array_equal(np.unique(class_map), np.arange(expected))
 
 
 def test_shipped_leaf_counts(w21: Tree) -> None:
-    assert L.imagenet21k_leaf_classes(w21).sum() == 8153
-    assert L.wordnet_leaf_classes(w21).sum() == 7353
+    assert rules.imagenet21k_leaf_classes(w21).sum() == 8153
+    assert rules.wordnet_leaf_classes(w21).sum() == 7353

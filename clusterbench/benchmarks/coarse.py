@@ -13,7 +13,7 @@ from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import tree_view
 from clusterbench.errors import ConfigError
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.view import BenchmarkView
 
@@ -26,7 +26,7 @@ def coarse(depth: int, name: str = "coarse", **base: Any) -> BenchmarkView:
     tree = load_tree()
 
     def build():
-        class_map, wnids = L.coarse_labels(tree, int(depth))
+        class_map, wnids = rules.coarse_labels(tree, int(depth))
         train, val = src.labels
         return tree_view(tree, train, val, class_map, wnids)
 

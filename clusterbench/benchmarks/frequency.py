@@ -22,7 +22,7 @@ from clusterbench.benchmarks.base import Base, open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
 from clusterbench.errors import ConfigError
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.view import BenchmarkView
 
@@ -54,7 +54,7 @@ def band(s: float, mode: str = "value", name: str = "band", **base: Any) -> Benc
     _check_mode(mode)
     src = open_base("in21k", name, **base)
     params = {"s": float(s), "mode": mode}
-    return _view(name, src, "band", params, lambda c: L.frequency_band(c, float(s), mode))
+    return _view(name, src, "band", params, lambda c: rules.frequency_band(c, float(s), mode))
 
 
 def imbalanced(
@@ -73,7 +73,7 @@ def imbalanced(
         src,
         "imbalanced",
         params,
-        lambda c: L.imbalanced_2k(c, float(band_s), float(top_percent), mode),
+        lambda c: rules.imbalanced_2k(c, float(band_s), float(top_percent), mode),
     )
 
 
@@ -90,7 +90,7 @@ def centered(
     params = {"band_s": float(band_s), "top_percent": float(top_percent), "mode": mode}
 
     def select(counts: np.ndarray) -> np.ndarray:
-        k = int(L.imbalanced_2k(counts, float(band_s), float(top_percent), mode).sum())
-        return L.centered_2k(counts, num_classes=k)
+        k = int(rules.imbalanced_2k(counts, float(band_s), float(top_percent), mode).sum())
+        return rules.centered_2k(counts, num_classes=k)
 
     return _view(name, src, "centered", params, select)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from clusterbench.benchmarks.cache import ViewArrays
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import Tree
 
 
@@ -66,7 +66,7 @@ def tree_view(
         class_names=list(class_names),
         train_index=train_index,
         val_index=val_index,
-        val_label_sets=L.expand_label_sets(indptr, indices, val_tree),
+        val_label_sets=rules.expand_label_sets(indptr, indices, val_tree),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import ViewArrays, cached_view
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.view import BenchmarkView
 
 
@@ -36,7 +36,7 @@ def in1k_odd(seed: int = 0, name: str = "in1k_odd", **base: Any) -> BenchmarkVie
 
     def build() -> ViewArrays:
         train, val = src.labels
-        keep = L.odd_halving(train, int(seed))
+        keep = rules.odd_halving(train, int(seed))
         names = list(src.family_classes)
         return ViewArrays(train[keep], val, len(names), names, train_index=keep)
 

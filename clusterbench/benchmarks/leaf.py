@@ -13,11 +13,11 @@ from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
 from clusterbench.errors import ConfigError
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.view import BenchmarkView
 
-RULES = {"imagenet21k": L.imagenet21k_leaf_classes, "wordnet": L.wordnet_leaf_classes}
+RULES = {"imagenet21k": rules.imagenet21k_leaf_classes, "wordnet": rules.wordnet_leaf_classes}
 
 
 def leaf(rule: str, name: str = "leaf", **base: Any) -> BenchmarkView:

@@ -26,7 +26,7 @@ from clusterbench.benchmarks.base import Base, open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
 from clusterbench.errors import BenchmarkFileError, ConfigError
-from clusterbench.imagenet21k import labels as L
+from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.view import BenchmarkView
 
@@ -114,7 +114,7 @@ def _top_k_mask(src: Base, tree: Tree, model: str, path: str | None, k: int) -> 
     acc = load_accuracy(file, tree)
     if not 0 < k <= tree.num_classes:
         raise ConfigError(f"dataset.k must be in 1..{tree.num_classes}, got {k}")
-    return L.top_k_classes(acc, k), file
+    return rules.top_k_classes(acc, k), file
 
 
 def top_k(
@@ -167,6 +167,6 @@ def random_subset(
     tree = load_tree()
     if not 0 < int(k) <= tree.num_classes:
         raise ConfigError(f"dataset.k must be in 1..{tree.num_classes}, got {k}")
-    mask = L.random_classes(tree.num_classes, int(k), int(seed))
+    mask = rules.random_classes(tree.num_classes, int(k), int(seed))
     params = {"k": int(k), "seed": int(seed)}
     return cached_view(name, src, "random", params, lambda: subset_view(tree, *src.labels, mask))
