@@ -22,7 +22,7 @@ from clusterbench.imagenet21k.tree import default_tree_path
 from clusterbench.view import BenchmarkView, LabelSets
 
 if TYPE_CHECKING:
-    from clusterbench.benchmarks.base import Base
+    from clusterbench.benchmarks.source import BaseStore
 
 CACHE_VERSION = 1
 
@@ -52,7 +52,7 @@ def file_fingerprints(files: dict[str, Path]) -> dict[str, str]:
     return out
 
 
-def view_key(base: Base, kind: str, params: dict, files: dict[str, Path]) -> str:
+def view_key(base: BaseStore, kind: str, params: dict, files: dict[str, Path]) -> str:
     payload = {
         "v": CACHE_VERSION,
         "store": base.store.fingerprint,
@@ -97,7 +97,7 @@ def _load(root: Path) -> ViewArrays:
 
 def cached_view(
     name: str,
-    base: Base,
+    base: BaseStore,
     kind: str,
     params: dict,
     build: Callable[[], ViewArrays],

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import Base, open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
+from clusterbench.benchmarks.source import BaseStore, open_base
 from clusterbench.errors import ConfigError
 from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import load_tree
@@ -34,7 +34,7 @@ def _check_mode(mode: str) -> None:
         raise ConfigError(f"dataset.mode={mode!r}: expected one of {MODES}")
 
 
-def _view(name: str, src: Base, kind: str, params: dict, select) -> BenchmarkView:
+def _view(name: str, src: BaseStore, kind: str, params: dict, select) -> BenchmarkView:
     tree = load_tree()
 
     def build():

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import ViewArrays, cached_view
+from clusterbench.benchmarks.source import open_base
 from clusterbench.imagenet21k import labels as rules
 from clusterbench.view import BenchmarkView
 

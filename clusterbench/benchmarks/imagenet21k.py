@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import tree_view
+from clusterbench.benchmarks.source import open_base
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.view import BenchmarkView
 

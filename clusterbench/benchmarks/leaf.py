@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
+from clusterbench.benchmarks.source import open_base
 from clusterbench.errors import ConfigError
 from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import load_tree

@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import Base, open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
+from clusterbench.benchmarks.source import BaseStore, open_base
 from clusterbench.errors import BenchmarkFileError, ConfigError
 from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.view import BenchmarkView
 
 
-def accuracy_file(src: Base, model: str, path: str | None) -> Path:
+def accuracy_file(src: BaseStore, model: str, path: str | None) -> Path:
     """The per-class accuracy file of `model`: the given path, else the base store's own."""
     if path:
         file = Path(path).expanduser()
@@ -109,7 +109,7 @@ def _json_accuracies(file: Path, raw: object, tree: Tree) -> np.ndarray:
     )
 
 
-def _top_k_mask(src: Base, tree: Tree, model: str, path: str | None, k: int) -> tuple:
+def _top_k_mask(src: BaseStore, tree: Tree, model: str, path: str | None, k: int) -> tuple:
     file = accuracy_file(src, model, path)
     acc = load_accuracy(file, tree)
     if not 0 < k <= tree.num_classes:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import open_base
 from clusterbench.benchmarks.cache import ViewArrays, cached_view
+from clusterbench.benchmarks.source import open_base
 from clusterbench.errors import BenchmarkFileError
 from clusterbench.imagenet21k.labels import expand_label_sets
 from clusterbench.imagenet21k.timm import timm_real_labels_path

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from clusterbench.benchmarks.base import Base, open_base
 from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
+from clusterbench.benchmarks.source import BaseStore, open_base
 from clusterbench.errors import BenchmarkFileError, ConfigError
 from clusterbench.imagenet21k.tree import load_tree
 from clusterbench.view import BenchmarkView
@@ -33,7 +33,7 @@ from clusterbench.view import BenchmarkView
 KINDS = ("leaf_hzr", "p_hzr")
 
 
-def relabel_dir(src: Base, kind: str, path: str | None) -> Path:
+def relabel_dir(src: BaseStore, kind: str, path: str | None) -> Path:
     """The relabel directory: the given path, else `<base store>/relabel/<kind>`."""
     if path:
         root = Path(path).expanduser()
@@ -52,7 +52,7 @@ def relabel_dir(src: Base, kind: str, path: str | None) -> Path:
     )
 
 
-def load_relabel(root: Path, src: Base, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def load_relabel(root: Path, src: BaseStore, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) int64 new class ids per base-store row, validated; -1 = excluded."""
     out = []
     for split in ("train", "val"):

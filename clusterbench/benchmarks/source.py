@@ -39,7 +39,7 @@ FAMILY_TITLE = {"in21k": "ImageNet-21K-P classes", "in1k": "ImageNet-1K classes"
 
 
 @dataclass
-class Base:
+class BaseStore:
     """An opened base store plus what the view builders need to know about it."""
 
     store: FeatureStore
@@ -73,7 +73,7 @@ def open_base(
     cache_dir: str = ".cache",
     check_finite: bool = True,
     synthetic: dict | None = None,
-) -> Base:
+) -> BaseStore:
     """Resolve and open the base store of a benchmark (see the module docstring)."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown benchmark family {family!r}; expected one of {FAMILIES}")
@@ -87,7 +87,7 @@ def open_base(
             spec = make_spec(SyntheticIn1kSpec, dict(synthetic or {}))
             root = materialize_in1k(spec, cache)  # type: ignore[arg-type]
         store = FeatureStore.open(root, check_finite=False)  # generated: finite by design
-        return Base(store, family, cache, synthetic=True, family_classes=classes)
+        return BaseStore(store, family, cache, synthetic=True, family_classes=classes)
     root = Path(base or path or "").expanduser()
     if not root.is_dir():
         if base:
@@ -101,7 +101,7 @@ def open_base(
             "dataset.base (extractor=none uses the synthetic stand-in)"
         )
     store = FeatureStore.open(root, check_finite=check_finite, cache_dir=cache)
-    return Base(store, family, cache, synthetic=False, family_classes=classes)
+    return BaseStore(store, family, cache, synthetic=False, family_classes=classes)
 
 
 def class_lookup(store: FeatureStore, classes: tuple[str, ...], title: str) -> np.ndarray | None:
