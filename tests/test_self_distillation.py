@@ -219,7 +219,7 @@ def test_tiny_fit_learns_the_groups(loss):
     model, epoch_losses, pred, labels = fit_tiny(loss)
     assert len(epoch_losses) == 5 and epoch_losses[-1] < epoch_losses[0]
     assert cluster_accuracy(pred["top1"].numpy(), labels) >= 0.95
-    assert pred["top5"].shape == (300, 3) and torch.equal(pred["top5"][:, 0], pred["top1"])
+    assert pred["topk"].shape == (300, 3) and torch.equal(pred["topk"][:, 0], pred["top1"])
     assert ((pred["confidence"] > 1 / 3) & (pred["confidence"] <= 1)).all()
     # The best head is the one with the lowest mean loss over the last epoch.
     assert int(model.best_head) == int(torch.argmin(model.last_epoch_head_losses))
@@ -230,7 +230,7 @@ def test_tiny_fit_learns_the_groups(loss):
 def test_same_seed_same_predictions():
     first = fit_tiny("temi", seed=3, epochs=2)[2]
     second = fit_tiny("temi", seed=3, epochs=2)[2]
-    for key in ("top1", "top5", "confidence"):
+    for key in ("top1", "topk", "confidence"):
         assert torch.equal(first[key], second[key])
 
 
@@ -317,5 +317,5 @@ def test_row_views_work_like_arrays(on_device):
     model = tiny_model()
     model.fit_input_statistics(RowView(x), chunk_rows=7)
     got, expected = model.predict(RowView(x), batch_size=9), model.predict(x, batch_size=40)
-    assert torch.equal(got["top5"], expected["top5"])
+    assert torch.equal(got["topk"], expected["topk"])
     torch.testing.assert_close(got["confidence"], expected["confidence"])

@@ -51,6 +51,7 @@ class SelfDistillationMethod:
         resume: str | None = "auto",
         features_on_device: bool = True,
         predict_batch_size: int = 65536,
+        topk: int = 5,
         checkpoint_every_n_epochs: int = 1,
         **module_kwargs: Any,
     ) -> None:
@@ -59,6 +60,7 @@ class SelfDistillationMethod:
         self.drop_last = bool(drop_last)
         self.features_on_device = features_on_device
         self.predict_batch_size = predict_batch_size
+        self.topk = int(topk)
         self.checkpoint_every_n_epochs = checkpoint_every_n_epochs
         self.module_kwargs = module_kwargs
         self.model: SelfDistillationClustering | None = None
@@ -176,11 +178,14 @@ class SelfDistillationMethod:
             warmup_epochs=model.resolved_warmup_epochs(),
         )
         out = model.predict(
-            view.val, batch_size=self.predict_batch_size, device=trainer.strategy.root_device
+            view.val,
+            batch_size=self.predict_batch_size,
+            device=trainer.strategy.root_device,
+            topk=self.topk,
         )
         return Predictions(
             top1=out["top1"].numpy(),
-            topk=out["top5"].numpy(),
+            topk=out["topk"].numpy(),
             num_clusters=task.num_clusters,
             confidence=out["confidence"].numpy(),
         )

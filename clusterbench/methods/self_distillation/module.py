@@ -375,22 +375,23 @@ class SelfDistillationClustering(L.LightningModule):
         batch_size: int = 65536,
         head: int | None = None,
         device: str | torch.device | None = None,
+        topk: int = 5,
     ) -> dict[str, Tensor]:
         """Cluster ids from the teacher's best head, chunked over rows; never builds N x C.
 
         features: (N, D) raw features, as accepted by the datamodule. `device` moves the module
         first (Lightning returns it to the CPU after fit). Returns CPU tensors: top1 (N,) int64,
-        top5 (N, min(5, C)) int64 best first, and confidence (N,) float32, the maximum softmax
-        probability at `teacher_temp`.
+        topk (N, min(topk, C)) int64 best first, and confidence (N,) float32, the maximum
+        softmax probability at `teacher_temp`.
         """
-        n, k = len(as_rows(features)), min(5, self.num_clusters)
+        n, k = len(as_rows(features)), min(topk, self.num_clusters)
         top = torch.empty((n, k), dtype=torch.long)
         confidence = torch.empty(n, dtype=torch.float32)
         for start, probs in self._iter_probabilities(features, batch_size, head, device):
             values, index = probs.topk(k, dim=-1)
             top[start : start + len(probs)] = index.cpu()
             confidence[start : start + len(probs)] = values[:, 0].cpu()
-        return {"top1": top[:, 0].clone(), "top5": top, "confidence": confidence}
+        return {"top1": top[:, 0].clone(), "topk": top, "confidence": confidence}
 
     @torch.no_grad()
     def predict_probabilities(
