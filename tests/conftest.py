@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,23 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_module(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in a subprocess, as a user runs it: no progress bars, W&B
+    quiet, Hydra's one-line errors; `env` adds variables (e.g. CLUSTERBENCH_CACHE)."""
+    full_env = {
+        **os.environ,
+        "CLUSTERBENCH_PROGRESS": "0",
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -4,9 +4,7 @@ real stores map to tree classes; views are cached; bad input files fail clearly.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ from clusterbench.synthetic_in21k import (
     materialize_in21k,
 )
 from clusterbench.view import SampledLabels
-from tests.conftest import blobs, compose_config, write_store
+from tests.conftest import blobs, compose_config, run_module, write_store
 
 REPO = Path(__file__).resolve().parent.parent
 # Tiny synthetic stores: ~2.5 train samples per class, one val sample per class, dim 16.
@@ -167,15 +165,7 @@ def test_coarse_labels_are_meaningful_on_the_synthetic_store(bench_cache: Path) 
 
 
 def cli(*args: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CLUSTERBENCH_PROGRESS": "0", "CLUSTERBENCH_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "clusterbench.benchmarks", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("clusterbench.benchmarks", *args, cwd=cwd, CLUSTERBENCH_CACHE=str(cache))
 
 
 def test_cli_prints_summary_and_json_last(bench_cache: Path, tmp_path: Path) -> None:

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from clusterbench.run import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_module
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CLUSTERBENCH_PROGRESS": "0",
-        "WANDB_SILENT": "true",
-        "HYDRA_FULL_ERROR": "0",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "clusterbench", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("clusterbench", *args, cwd=cwd)
 
 
 def test_custom_store_writes_results(easy_store, tmp_path):
