@@ -21,18 +21,18 @@ from clusterbench.benchmarks.model_based import random_subset, top_k
 from clusterbench.benchmarks.real import in1k_real
 from clusterbench.benchmarks.relabel import relabel
 from clusterbench.benchmarks.summary import describe
-from clusterbench.errors import BenchmarkFileError, ConfigError, StoreError
-from clusterbench.imagenet21k.timm import in1k_wnids
-from clusterbench.imagenet21k.tree import load_tree
-from clusterbench.run import run
-from clusterbench.store import FeatureStore
-from clusterbench.synthetic_in21k import (
+from clusterbench.benchmarks.synthetic import (
     SyntheticIn1kSpec,
     SyntheticIn21kSpec,
     make_spec,
     materialize_in1k,
     materialize_in21k,
 )
+from clusterbench.errors import BenchmarkFileError, ConfigError, StoreError
+from clusterbench.imagenet21k.timm import in1k_wnids
+from clusterbench.imagenet21k.tree import load_tree
+from clusterbench.run import run
+from clusterbench.store import FeatureStore
 from clusterbench.view import SampledLabels
 from tests.conftest import blobs, compose_config, run_module, write_store
 

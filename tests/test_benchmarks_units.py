@@ -8,14 +8,7 @@ import pytest
 
 from clusterbench.benchmarks.hierarchy import chain_sets, mask_map, tree_view
 from clusterbench.benchmarks.real import load_real, restrict
-from clusterbench.errors import ConfigError
-from clusterbench.evaluation.metrics import evaluate
-from clusterbench.evaluation.predictions import Predictions
-from clusterbench.evaluation.sampled import evaluate_real, sample_labels
-from clusterbench.imagenet21k import labels as rules
-from clusterbench.imagenet21k.timm import timm_real_labels_path
-from clusterbench.imagenet21k.tree import Tree
-from clusterbench.synthetic_in21k import (
+from clusterbench.benchmarks.synthetic import (
     SyntheticIn21kSpec,
     WorldSpec,
     descendants,
@@ -26,6 +19,13 @@ from clusterbench.synthetic_in21k import (
     node_depths,
     node_means,
 )
+from clusterbench.errors import ConfigError
+from clusterbench.evaluation.metrics import evaluate
+from clusterbench.evaluation.predictions import Predictions
+from clusterbench.evaluation.sampled import evaluate_real, sample_labels
+from clusterbench.imagenet21k import labels as rules
+from clusterbench.imagenet21k.timm import timm_real_labels_path
+from clusterbench.imagenet21k.tree import Tree
 from clusterbench.view import LabelSets
 from tests.conftest import (  # the 7-class tree fixture `tree`
     ANIMAL,

@@ -6,7 +6,7 @@ One module per family, each a Hydra `_target_` of `conf/dataset/<name>.yaml`:
 - `leaf`: in21k_leaf, wordnet_leaf; `relabel`: leaf_hzr, p_hzr;
 - `frequency`: tiny, small, base, large, huge, imbalanced_2k, centered_2k;
 - `model_based`: clip_1k, dinov2_1k, sup_1k, random_1k, union_1k.
-`base` resolves the base store (real features or the synthetic stand-in), `hierarchy` turns
-tree class maps into views with ancestor label sets, `cache` stores built views on disk,
-`summary` describes a view (`python -m clusterbench.benchmarks dataset=NAME`).
+`source` resolves the base store (real features or the synthetic stand-in in `synthetic`),
+`hierarchy` turns tree class maps into views with ancestor label sets, `cache` stores built
+views on disk, `summary` describes a view (`python -m clusterbench.benchmarks dataset=NAME`).
 """

@@ -3,7 +3,7 @@
 Labels are the standard ImageNet-1K class ids (sorted wnids, the order of ReaL and timm);
 a base store with a classes.txt in another order is translated. Without real features the
 base is the synthetic ImageNet-1K store: the 1000 ImageNet-1K classes of the synthetic
-ImageNet-21K world (`clusterbench.synthetic_in21k.materialize_in1k`).
+ImageNet-21K world (`clusterbench.benchmarks.synthetic.materialize_in1k`).
 """
 
 from __future__ import annotations
