@@ -31,13 +31,17 @@ class LabelSets:
         """Expand per-class sets (e.g. GT plus ancestors) to per-sample sets."""
         sizes = np.array([len(s) for s in class_sets], dtype=np.int64)
         flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in class_sets])
-        class_ptr = np.concatenate([[0], np.cumsum(sizes)])
-        counts = sizes[labels]
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        # Positions of each sample's class set inside `flat`, gathered without a Python loop.
-        starts = np.repeat(class_ptr[labels], counts)
-        offsets = np.arange(indptr[-1]) - np.repeat(indptr[:-1], counts)
-        return cls(indptr=indptr, indices=flat[starts + offsets])
+        return cls.expand(np.concatenate([[0], np.cumsum(sizes)]), flat, labels)
+
+    @classmethod
+    def expand(cls, indptr: np.ndarray, indices: np.ndarray, labels: np.ndarray) -> LabelSets:
+        """Per-sample sets from per-class CSR sets (`indptr` (C+1,), `indices`), gathered
+        without a Python loop."""
+        sizes = np.diff(indptr)[labels]
+        out_ptr = np.zeros(len(labels) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=out_ptr[1:])
+        offsets = np.arange(out_ptr[-1], dtype=np.int64) - np.repeat(out_ptr[:-1], sizes)
+        return cls(indptr=out_ptr, indices=indices[np.repeat(indptr[:-1][labels], sizes) + offsets])
 
 
 @dataclass(frozen=True)

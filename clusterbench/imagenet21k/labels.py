@@ -90,15 +90,11 @@ def label_sets(tree: Tree) -> tuple[np.ndarray, np.ndarray]:
 
 
 def expand_label_sets(indptr: np.ndarray, indices: np.ndarray, labels: np.ndarray) -> LabelSets:
-    """Per-sample label sets from per-class CSR sets, gathered without a Python loop."""
+    """Per-sample label sets from per-class CSR sets, checked first (`LabelSets.expand`)."""
     indptr = _int_array(indptr, "indptr")
     indices = _int_array(indices, "indices")
     labels = _labels(labels, len(indptr) - 1)
-    sizes = np.diff(indptr)[labels]
-    out_ptr = np.zeros(len(labels) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=out_ptr[1:])
-    offsets = np.arange(out_ptr[-1], dtype=np.int64) - np.repeat(out_ptr[:-1], sizes)
-    return LabelSets(out_ptr, indices[np.repeat(indptr[:-1][labels], sizes) + offsets])
+    return LabelSets.expand(indptr, indices, labels)
 
 
 # --- frequency benchmarks ------------------------------------------------------------------
