@@ -16,7 +16,6 @@ from clusterbench.benchmarks.synthetic import (
     leaf_below,
     long_tail_counts,
     make_spec,
-    node_depths,
     node_means,
 )
 from clusterbench.errors import ConfigError
@@ -113,7 +112,7 @@ def test_descendants_and_hidden_labels(tree: Tree) -> None:
 
 
 def test_node_means_follow_the_tree(tree: Tree) -> None:
-    assert node_depths(tree).tolist() == [3, 1, 0, 2, 4, 4, 2, 0, 1, 3]
+    assert tree.node_depth.tolist() == [3, 1, 0, 2, 4, 4, 2, 0, 1, 3]
     means = node_means(tree, WorldSpec(dim=256, branch_decay=0.5))
     assert not means[[SUN, ENTITY]].any()  # roots sit at the origin
     dist = np.linalg.norm(means[:, None] - means[None], axis=2)

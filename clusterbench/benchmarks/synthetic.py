@@ -153,19 +153,9 @@ def _rng(spec: WorldSpec, *stream: int) -> np.random.Generator:
 # --- the world --------------------------------------------------------------------------------
 
 
-def node_depths(tree: Tree) -> np.ndarray:
-    """(num_nodes,) number of edges from each node up to its root (non-class synsets count)."""
-    depth = np.zeros(tree.num_nodes, dtype=np.int64)
-    cur = tree.parent.copy()
-    while (alive := cur >= 0).any():
-        depth[alive] += 1
-        cur[alive] = tree.parent[cur[alive]]
-    return depth
-
-
 def node_means(tree: Tree, spec: WorldSpec) -> np.ndarray:
     """(num_nodes, dim) float64: roots at 0, each node = parent + N(0, scale * decay^(depth-1))."""
-    depth = node_depths(tree)
+    depth = tree.node_depth
     scale = np.where(depth > 0, spec.branch_scale * spec.branch_decay ** (depth - 1.0), 0.0)
     means = _rng(spec, 0).standard_normal((tree.num_nodes, spec.dim)) * scale[:, None]
     for level in range(1, int(depth.max()) + 1):  # parents are final before their children

@@ -36,6 +36,17 @@ TREE_FILENAME = "w21_tree.tsv.gz"
 COLUMNS = ("wnid", "parent", "label", "hypernym", "hyponym", "name")
 
 
+def depths(parent: np.ndarray) -> np.ndarray:
+    """(N,) read-only number of edges from each node to its root along `parent` (-1 = root)."""
+    depth = np.zeros(len(parent), dtype=np.int64)
+    cur = np.array(parent, dtype=np.int64)
+    while (alive := cur >= 0).any():
+        depth[alive] += 1
+        cur[alive] = parent[cur[alive]]
+    depth.setflags(write=False)
+    return depth
+
+
 @dataclass(frozen=True, eq=False)
 class Tree:
     """Nodes of the chosen-parent WordNet tree; the first `num_classes` nodes are the classes.
@@ -128,13 +139,12 @@ class Tree:
     @cached_property
     def depth(self) -> np.ndarray:
         """(C,) depth(c) = len(chain(c)) - 1: the number of class ancestors of c."""
-        depth = np.zeros(self.num_classes, dtype=np.int64)
-        cur = self.class_parent.copy()
-        while (alive := cur >= 0).any():
-            depth[alive] += 1
-            cur[alive] = self.class_parent[cur[alive]]
-        depth.setflags(write=False)
-        return depth
+        return depths(self.class_parent)
+
+    @cached_property
+    def node_depth(self) -> np.ndarray:
+        """(num_nodes,) edges from each node up to its root (non-class synsets count)."""
+        return depths(self.parent)
 
     @cached_property
     def chains(self) -> tuple[np.ndarray, np.ndarray]:
