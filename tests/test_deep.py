@@ -123,10 +123,18 @@ def test_checkpoint_of_another_dimension_is_refused(easy_store, tmp_path):
         run(cfg, tmp_path / "other")
 
 
+def test_a_batch_larger_than_the_data_is_clipped_to_it(easy_store, tmp_path):
+    extra = ["method.batch_size=100000", "trainer.max_epochs=2"]
+    cfg = compose_config(tmp_path, overrides(easy_store, tmp_path / "cache", "temi", *extra))
+    info = run(cfg, tmp_path / "run")["method_info"]
+    assert info["batch_size"] == 480 and info["batch_size_requested"] == 100000
+    assert info["steps"] == 2  # one full batch per epoch
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["method.batch_size=100000"], "method.batch_size=100000 must be in"),
+        (["method.batch_size=0"], "method.batch_size=0 must be >= 1"),
         (["method.knn=480"], "method.knn=480 must be in"),
         (["method.num_clusters=1"], "at least 2 clusters"),
     ],

@@ -8,6 +8,7 @@ turning the teacher's best head into `Predictions` on rank 0.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from clusterbench.methods.self_distillation.module import SelfDistillationCluste
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.progress import enabled as progress_enabled
 from clusterbench.task import ClusteringTask
+
+log = logging.getLogger(__name__)
 
 
 class FiniteLossGuard(Callback):
@@ -65,14 +68,29 @@ class SelfDistillationMethod:
         self.module_kwargs = module_kwargs
         self.model: SelfDistillationClustering | None = None
 
-    def _check(self, task: ClusteringTask) -> None:
+    def _check(self, task: ClusteringTask) -> int:
+        """Checks the settings against the data; returns the batch size to train with.
+
+        A batch larger than the training set (the paper's B = 4096 on a small data set) would
+        give no full batch at all: it is clipped to the training set, with a warning, and
+        results.json records both (`batch_size`, `batch_size_requested`).
+        """
         n = len(task.view.train)
         if not 1 <= self.knn < n:
             raise ConfigError(f"method.knn={self.knn} must be in [1, N-1] for N={n} train samples")
-        if not 1 <= self.batch_size <= n:
-            raise ConfigError(
-                f"method.batch_size={self.batch_size} must be in [1, N] for N={n} train samples"
+        if self.batch_size < 1:
+            raise ConfigError(f"method.batch_size={self.batch_size} must be >= 1")
+        if self.batch_size > n:
+            log.warning(
+                "method.batch_size=%d exceeds the %d training samples; training with "
+                "batch_size=%d (one step per epoch)",
+                self.batch_size,
+                n,
+                n,
             )
+            task.info["batch_size_requested"] = self.batch_size
+            return n
+        return self.batch_size
 
     def _resume_path(self, run_dir: Path) -> str | None:
         if self.resume in (None, "none", "null", False):
@@ -127,13 +145,13 @@ class SelfDistillationMethod:
         )
 
     def fit_predict(self, task: ClusteringTask) -> Predictions | None:
-        self._check(task)
+        batch_size = self._check(task)
         view = task.view
         data = NeighbourPairDataModule(
             view.train,
             task.neighbours_for(self.knn),
             knn=self.knn,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             seed=task.seed,
             features_on_device=self.features_on_device,
             drop_last=self.drop_last,
@@ -154,7 +172,7 @@ class SelfDistillationMethod:
         except torch.OutOfMemoryError:
             raise ClusterbenchError(
                 f"out of accelerator memory training {self.name} with batch_size="
-                f"{self.batch_size}, {self.model.num_heads} heads, {task.num_clusters} clusters; "
+                f"{batch_size}, {self.model.num_heads} heads, {task.num_clusters} clusters; "
                 "lower method.batch_size, set method.head_chunk (e.g. 4), use "
                 "trainer.precision=bf16-mixed, or method.features_on_device=false"
             ) from None
@@ -174,7 +192,7 @@ class SelfDistillationMethod:
             epochs=int(trainer.current_epoch),
             steps=int(trainer.global_step),
             knn=self.knn,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             warmup_epochs=model.resolved_warmup_epochs(),
         )
         out = model.predict(
