@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clusterbench import rows as row_access
 from clusterbench.errors import ConfigError
 from clusterbench.memory import retain_freed_memory
 from clusterbench.methods.self_distillation.ema import MomentumTeacher
@@ -41,9 +40,7 @@ from clusterbench.methods.self_distillation.heads import (
     InputNorm,
     weight_decay_groups,
 )
-from clusterbench.methods.self_distillation.losses import (
-    distributed_mean,
-)
+from clusterbench.methods.self_distillation.losses import distributed_mean
 from clusterbench.methods.self_distillation.objectives import (
     ScanObjective,
     TeacherLogits,
@@ -51,7 +48,7 @@ from clusterbench.methods.self_distillation.objectives import (
 )
 from clusterbench.methods.self_distillation.schedules import cosine_schedule, linear_warmup
 from clusterbench.progress import progress
-from clusterbench.rows import Rows, as_rows
+from clusterbench.rows import Rows, as_rows, chunks
 
 LOSSES = ("temi", "scanv2")
 REFERENCE_BATCH = 256  # learning rates are given for this batch size (linear scaling rule)
@@ -235,11 +232,11 @@ class SelfDistillationClustering(L.LightningModule):
             h_t = teacher.bottleneck(torch.cat([x[b:], x[:b]]))  # (H, 2B, K)
             scale_t = teacher.last_layer.column_scale(scale=1.0 / self.teacher_temperature())
         h_s = self.student.bottleneck(x)  # (H, 2B, K)
-        chunks = self.student.head_slices(self.head_chunk)
-        blocks = split_blocks(chunks, self._block_heads(2 * b * c, x.device))
+        head_chunks = self.student.head_slices(self.head_chunk)
+        blocks = split_blocks(head_chunks, self._block_heads(2 * b * c, x.device))
         teacher_logits = TeacherLogits(h_t, teacher.last_layer.weight_v, scale_t, dtype)
         block_loss = self.objective.block_loss(
-            teacher_logits, blocks, keep=len(chunks) == 1, prior=self.prior
+            teacher_logits, blocks, keep=len(head_chunks) == 1, prior=self.prior
         )
         last = self.student.last_layer
         return LastLayerLoss.apply(
@@ -316,7 +313,7 @@ class SelfDistillationClustering(L.LightningModule):
     def fit_input_statistics(self, features, chunk_rows: int = 65536) -> None:
         """Set the standardisation mean/std from the train features (any supported form)."""
         self.input_norm.fit(
-            torch.as_tensor(block) for _, block in row_access.chunks(as_rows(features), chunk_rows)
+            torch.as_tensor(block) for _, block in chunks(as_rows(features), chunk_rows)
         )
 
     def on_train_epoch_start(self) -> None:
