@@ -9,6 +9,7 @@ from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from clusterbench.device import build_trainer
 from clusterbench.errors import ConfigError
 from clusterbench.evaluation.evaluate import evaluate_view
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
@@ -64,7 +65,7 @@ def run(
         run_dir=run_dir,
         neighbours=neighbours,
         loggers=loggers,
-        make_trainer=build(cfg.trainer) if cfg.get("trainer") is not None else None,
+        make_trainer=build_trainer(cfg.trainer) if cfg.get("trainer") is not None else None,
         callbacks=list(callbacks or []),
     )
     status = "failed"

@@ -305,7 +305,7 @@ def run_project(job: dict) -> dict:
         f"method.num_heads={job['heads']}", f"method.batch_size={job['batch_size']}",
         f"method.knn={job['knn']}", f"trainer.max_epochs={job['epochs']}", loss_arg,
         "trainer.enable_progress_bar=false", f"paths.cache_dir={job['cache_dir']}",
-        f"hydra.run.dir={run_dir}",
+        f"trainer.precision={job['precision']}", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -315,6 +315,7 @@ def run_project(job: dict) -> dict:
         "metrics": saved["metrics"],
         "fit_s": saved.get("timings", {}).get("fit_s", wall),
         "best_head": saved.get("method_info", {}).get("best_head"),
+        "precision": saved.get("method_info", {}).get("precision"),
         "command": " ".join(cmd[1:-2]),
     }
 
@@ -336,6 +337,9 @@ def job_for(args, code: str, method: str, seed: int, workdir: str) -> dict:
         "warmup_epochs": default_warmup_epochs(args.epochs),
         "beta": args.beta,
         "alpha": args.alpha,
+        # The project's trainer.precision (auto: bf16-mixed on hardware with fast bf16); the
+        # reference always trains in fp32 (--use_fp16=false).
+        "precision": args.precision if code != "reference" else "32-true",
         "cache_dir": str(Path(args.cache_dir).expanduser().resolve()),
         "workdir": workdir,
     }
@@ -343,8 +347,8 @@ def job_for(args, code: str, method: str, seed: int, workdir: str) -> dict:
 
 def key_of(record: dict) -> tuple:
     job = record["job"]
-    return tuple(job[k] for k in ("code", "dataset", "method", "seed", "heads", "batch_size",
-                                  "knn", "epochs"))  # fmt: skip
+    return tuple(job.get(k, "32-true") for k in ("code", "dataset", "method", "seed", "heads",
+                                             "batch_size", "knn", "epochs", "precision"))  # fmt: skip
 
 
 def summarize(path: Path) -> str:
@@ -354,7 +358,10 @@ def summarize(path: Path) -> str:
         job = rec["job"]
         setting = (job["dataset"], job["method"], job["heads"], job["batch_size"], job["knn"],
                    job["epochs"])  # fmt: skip
-        groups.setdefault((*setting, job["code"]), []).append(rec)
+        code = job["code"]
+        if code == "project":  # the precision the run resolved (older records: fp32)
+            code += " " + (rec["result"].get("precision") or "32-true")
+        groups.setdefault((*setting, code), []).append(rec)
     lines = [
         "| dataset | method | H / B / k / epochs | code | seeds | ACC | NMI | ARI | fit s/run |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -405,6 +412,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--beta", type=float, default=0.6)
     parser.add_argument("--alpha", type=float, default=5.0)
+    parser.add_argument("--precision", default="auto",
+                        help="the project's trainer.precision (auto, 32-true, bf16-mixed)")  # fmt: skip
     parser.add_argument("--cache-dir", default=os.environ.get("CLUSTERBENCH_CACHE", ".cache"))
     parser.add_argument("--out", type=Path, default=Path("parity/results.jsonl"))
     parser.add_argument("--skip-done", action="store_true", help="skip runs already in --out")

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from clusterbench.__main__ import CONFIG_DIR
+from clusterbench.device import build_trainer, resolve_precision
 from tests.conftest import compose_config
 
 CONF = Path(CONFIG_DIR)
@@ -69,8 +70,19 @@ def test_named_dataset_resolves_store_from_extractor(tmp_path):
 
 def test_cpu_trainer_and_offline_loggers_instantiate(tmp_path):
     cfg = compose_config(tmp_path, ["logger=csv"])
-    trainer = instantiate(cfg.trainer)(logger=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg.trainer)(logger=False, enable_checkpointing=False)
     assert trainer.max_epochs == cfg.trainer.max_epochs
     assert type(instantiate(cfg.logger.csv)).__name__ == "CSVLogger"
+    assert str(trainer.precision) in ("bf16-mixed", "32-true")  # `auto` resolved for this CPU
     wandb_cfg = compose_config(tmp_path, ["logger=wandb"])
     assert type(instantiate(wandb_cfg.logger.wandb)).__name__ == "WandbLogger"
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    import clusterbench.device as device
+
+    assert resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit values pass through
+    monkeypatch.setattr(device, "fast_bf16", lambda accelerator: accelerator == "cpu")
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(device, "fast_bf16", lambda accelerator: False)
+    assert resolve_precision("auto", "cpu") == "32-true"

@@ -131,8 +131,9 @@ class SelfDistillationMethod:
             save_on_train_epoch_end=True,
         )
         callbacks = [FiniteLossGuard(), checkpoint, *callbacks]
-        extra: dict[str, Any] = {}
         configured = getattr(task.make_trainer, "keywords", {})
+        task.info["precision"] = str(configured.get("precision", "32-true"))
+        extra: dict[str, Any] = {}
         if progress_enabled() and configured.get("enable_progress_bar", True):
             callbacks.append(RichProgressBar())
         else:
