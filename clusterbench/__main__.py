@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -27,6 +28,18 @@ def main(cfg: DictConfig) -> dict | None:
         return run(cfg, Path(HydraConfig.get().runtime.output_dir), console)
     except (ClusterbenchError, OmegaConfBaseException) as exc:
         print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, greppable in job logs
+        sys.exit(2)
+    except PermissionError as exc:  # a read-only cache or output directory
+        print(
+            f"error: cannot write {exc.filename}: {exc.strerror}; point paths.cache_dir / "
+            "hydra.run.dir at a writable directory",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+        print(f"error: cannot write {exc.filename}: read-only file system", file=sys.stderr)
         sys.exit(2)
 
 

@@ -22,15 +22,18 @@ def array_checksum(array: np.ndarray) -> str:
 
 
 def fingerprint_files(files: list[Path], sample_bytes: int = 1 << 20) -> str:
-    """Cheap content fingerprint: names, sizes, and the first/last MiB of each file.
+    """Cheap content fingerprint: names, sizes, modification times and the first/last MiB.
 
-    Hashing 22 GB of features on every run would cost minutes; size plus head and tail
-    catch rewrites, truncation and regenerated stores in practice.
+    Hashing 22 GB of features on every run would cost minutes. Size plus head and tail catch
+    rewrites, truncation and regenerated stores; the modification time (ns) catches a file
+    edited in place in the middle, which would otherwise keep every cache keyed by it (the
+    finite-check verdict, views, kNN tables). Copying a store without its times re-keys it.
     """
     digest = hashlib.sha1()
     for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}:{size}".encode())
+        stat = file.stat()
+        size = stat.st_size
+        digest.update(f"{file.name}:{size}:{stat.st_mtime_ns}".encode())
         with open(file, "rb") as fh:
             digest.update(fh.read(sample_bytes))
             if size > sample_bytes:

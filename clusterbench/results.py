@@ -69,11 +69,27 @@ def write_results(run_dir: Path, payload: dict) -> Path:
     return write_json_atomic(Path(run_dir) / RESULTS_FILE, payload)
 
 
-def iter_results(roots: list[Path]) -> Iterator[dict]:
-    """Every results.json below the given directories, in path order."""
+def iter_results(roots: list[Path], skipped: list[str] | None = None) -> Iterator[dict]:
+    """Every readable results.json below the given directories, in path order.
+
+    A file that is not JSON or lacks the keys every run writes is left out and described in
+    `skipped` ("<file>: <why>"), so one broken run never hides the others.
+    """
     for root in roots:
         for file in sorted(Path(root).rglob(RESULTS_FILE)):
-            yield json.loads(file.read_text())
+            try:
+                result = json.loads(file.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                reason = f"not readable JSON ({exc})"
+            else:
+                missing = [k for k in ("dataset", "method", "seed", "metrics") if k not in result]
+                if isinstance(result, dict) and not missing:
+                    result.setdefault("_file", str(file))
+                    yield result
+                    continue
+                reason = f"lacks {', '.join(missing)}" if isinstance(result, dict) else "not a dict"
+            if skipped is not None:
+                skipped.append(f"{file}: {reason}")
 
 
 def library_versions() -> dict[str, str]:

@@ -17,6 +17,7 @@ from clusterbench.instantiate import build
 from clusterbench.results import library_versions, print_metrics, write_results
 from clusterbench.task import ClusteringTask
 from clusterbench.tracking import build_loggers, close_loggers, log_run
+from clusterbench.validate import check_config
 from clusterbench.view import BenchmarkView
 
 
@@ -25,9 +26,20 @@ def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
     if k < 2:
         raise ConfigError(f"method.num_clusters={k}: clustering needs at least 2 clusters")
     if len(view.train_labels) < k:
+        origin = ""
+        if requested is None:  # the number of classes; without class names it is max label + 1
+            origin = (
+                f" (the number of classes: {k} = 1 + the largest label"
+                + (
+                    ", as the store has no classes.txt; labels must be 0..C-1"
+                    if not view.class_names
+                    else ""
+                )
+                + ")"
+            )
         raise ConfigError(
             f"dataset {view.name} has {len(view.train_labels)} training samples, fewer than "
-            f"num_clusters={k}; lower method.num_clusters or use more data"
+            f"num_clusters={k}{origin}; lower method.num_clusters or use more data"
         )
     return k
 
@@ -39,6 +51,7 @@ def run(
 
     `callbacks` are extra Lightning callbacks for methods that train (tests, user hooks)."""
     console = console or Console()
+    check_config(cfg)  # wrong types fail here, before any data is read
     timings: dict[str, float] = {}
     seed_everything(int(cfg.seed), workers=True, verbose=False)
 

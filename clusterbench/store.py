@@ -11,6 +11,7 @@ Features are never read whole: a store larger than RAM is scanned in chunks.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import numpy as np
 from clusterbench.errors import StoreError
 from clusterbench.fingerprint import fingerprint_files
 from clusterbench.progress import progress
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 FEATURE_DTYPES = (np.float16, np.float32)
@@ -154,6 +157,8 @@ def _open_split(root: Path, name: str) -> StoreSplit:
         )
     if features.shape[0] == 0:
         raise StoreError(f"{feat_file}: holds no samples (shape {features.shape})")
+    if features.shape[1] == 0:
+        raise StoreError(f"{feat_file}: rows have no dimensions (shape {features.shape})")
     labels = _load_npy(label_file, mmap=False)
     if labels.ndim != 1:
         raise StoreError(
@@ -178,14 +183,40 @@ def _open_split(root: Path, name: str) -> StoreSplit:
 
 
 def _check_finite(file: Path, features: np.ndarray) -> None:
-    bad_rows = 0
+    """Rejects rows with NaN/inf, and rows whose float32 L2 norm overflows (|x| ~ 1e19 and up).
+
+    Such rows are finite yet every cosine method (k-means, kNN, the heads' normalisations)
+    would turn them into zero vectors; float16 rows cannot overflow, so only float32 is summed.
+    """
+    bad_rows = overflow_rows = zero_rows = 0
     n = features.shape[0]
     for start in progress(range(0, n, _SCAN_ROWS), f"checking {file.name} ({n:,} rows)"):
         chunk = np.asarray(features[start : start + _SCAN_ROWS])
-        bad_rows += int((~np.isfinite(chunk)).any(axis=1).sum())
+        finite = np.isfinite(chunk).all(axis=1)
+        bad_rows += int((~finite).sum())
+        zero_rows += int((~chunk.any(axis=1)).sum())
+        if chunk.dtype == np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):
+                squares = np.einsum("ij,ij->i", chunk, chunk)
+            overflow_rows += int((finite & ~np.isfinite(squares)).sum())
     if bad_rows:
         raise StoreError(
             f"{file}: {bad_rows} of {n} rows contain NaN or inf values; features must be finite"
+        )
+    if zero_rows == n:
+        raise StoreError(f"{file}: all {n} rows are zero vectors; nothing can be clustered")
+    if zero_rows:
+        log.warning(
+            "%s: %d of %d rows are zero vectors (no direction: cosine methods put them anywhere)",
+            file,
+            zero_rows,
+            n,
+        )
+    if overflow_rows:
+        raise StoreError(
+            f"{file}: {overflow_rows} of {n} rows have an L2 norm beyond float32's range "
+            "(values of ~1e19 or more); rescale the features (e.g. divide by their largest "
+            "absolute value) before clustering"
         )
 
 
@@ -193,7 +224,13 @@ def _read_classes(root: Path) -> list[str] | None:
     file = root / "classes.txt"
     if not file.exists():
         return None
-    classes = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StoreError(
+            f"{file} is not UTF-8 text; expected one class id per line (e.g. n01440764)"
+        ) from None
+    classes = [line.strip() for line in text.splitlines() if line.strip()]
     if not classes:
         raise StoreError(f"{file} is empty; expected one class id per line")
     if len(set(classes)) != len(classes):

@@ -9,14 +9,16 @@ import pytest
 from clusterbench.aggregate import main
 
 
-def _result(path, seed, acc, method="kmeans"):
+def _result(path, seed, acc, method="kmeans", config=None, dataset="synthetic"):
     path.mkdir(parents=True)
     payload = {
-        "dataset": "synthetic",
+        "dataset": dataset,
         "method": method,
         "seed": seed,
         "metrics": {"acc": acc, "nmi": 0.5},
     }
+    if config is not None:
+        payload["config"] = config
     (path / "results.json").write_text(json.dumps(payload))
 
 
@@ -36,3 +38,38 @@ def test_mean_and_std_per_method(tmp_path, capsys):
 def test_no_results_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
+
+
+def _config(path: str, k: int, seed: int) -> dict:
+    return {
+        "seed": seed,
+        "paths": {"output_dir": f"/runs/{seed}"},
+        "dataset": {"name": "custom", "path": path},
+        "method": {"name": "kmeans", "num_clusters": k},
+    }
+
+
+def test_different_experiments_are_never_merged(tmp_path, capsys):
+    for seed in range(2):  # same experiment, two seeds, different output dirs
+        _result(tmp_path / f"a{seed}", seed, 1.0, config=_config("/a", 10, seed), dataset="custom")
+    _result(tmp_path / "b0", 0, 0.4, config=_config("/b", 10, 0), dataset="custom")
+    _result(tmp_path / "c0", 0, 0.2, config=_config("/a", 50, 0), dataset="custom")
+    rows = main([str(tmp_path)])
+    assert len(rows) == 3
+    first = next(r for r in rows if r["seeds"] == [0, 1])
+    assert first["acc"]["mean"] == 1.0
+    assert "dataset.path=/a" in first["settings"] and "method.num_clusters=10" in first["settings"]
+    assert "method.num_clusters=50" in capsys.readouterr().out
+
+
+def test_broken_results_are_named_and_skipped(tmp_path, capsys):
+    _result(tmp_path / "good", 0, 0.5)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "results.json").write_text('{"dataset": "synth')
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.json").write_text("{}")
+    rows = main([str(tmp_path)])
+    assert [r["seeds"] for r in rows] == [[0]]
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'cut' / 'results.json'}: not readable JSON" in err
+    assert f"{tmp_path / 'empty' / 'results.json'}: lacks dataset" in err

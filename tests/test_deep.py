@@ -119,7 +119,7 @@ def test_checkpoint_of_another_dimension_is_refused(easy_store, tmp_path):
             "method.num_clusters=5",
         ),
     )
-    with pytest.raises(ConfigError, match="has num_clusters=8 but this run has num_clusters=5"):
+    with pytest.raises(ConfigError, match="num_clusters: 8 there, 5 here"):
         run(cfg, tmp_path / "other")
 
 

@@ -194,8 +194,9 @@ class InputNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.float()
-        if self.mode == "l2":
-            return F.normalize(x, dim=-1)
+        if self.mode == "l2":  # scale-safe: squares of rows beyond ~1e19 overflow float32
+            peak = x.abs().amax(dim=-1, keepdim=True)
+            return F.normalize(x / torch.where(peak > 0, peak, 1.0), dim=-1)
         if self.mode == "standardize":
             return (x - self.mean) / self.std
         return x

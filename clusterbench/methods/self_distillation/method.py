@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.evaluation.predictions import Predictions
@@ -40,8 +41,36 @@ class FiniteLossGuard(Callback):
             )
 
 
+EXPERIMENT_KEY = "clusterbench_experiment"
+
+
+class ExperimentRecord(Callback):
+    """Writes the experiment's record into every checkpoint (epoch-end and SLURM ones alike)."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[EXPERIMENT_KEY] = self.record
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """'key: saved there, current here' for every leaf that differs."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += _differences(saved.get(key), current.get(key), name)
+        return out
+    return [] if saved == current else [f"{prefix or 'record'}: {saved!r} there, {current!r} here"]
+
+
 class SelfDistillationMethod:
     """`method=temi` / `method=scanv2`: self-distillation heads on nearest-neighbour pairs."""
+
+    forwards_kwargs_to = SelfDistillationClustering  # **module_kwargs: checked by its types
 
     def __init__(
         self,
@@ -93,33 +122,65 @@ class SelfDistillationMethod:
         return self.batch_size
 
     def _resume_path(self, run_dir: Path) -> str | None:
+        """`resume=auto`: the newest of the epoch-end `last.ckpt` and the checkpoints Lightning
+        saves on SLURM's pre-timeout signal (`hpc_ckpt_*.ckpt` in the run directory)."""
         if self.resume in (None, "none", "null", False):
             return None
         if self.resume == "auto":
-            last = run_dir / "checkpoints" / "last.ckpt"
-            return str(last) if last.exists() else None
+            found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+            found = [f for f in found if f.exists()]
+            return str(max(found, key=lambda f: f.stat().st_mtime_ns)) if found else None
         path = Path(str(self.resume)).expanduser()
         if not path.is_file():
             raise ConfigError(f"method.resume={self.resume}: no checkpoint file there")
         return str(path)
 
-    def _check_checkpoint(self, ckpt: str, in_dim: int, num_clusters: int) -> None:
-        hparams = torch.load(ckpt, map_location="cpu", weights_only=False).get(
-            "hyper_parameters", {}
-        )
-        for key, expected in (
-            ("in_dim", in_dim),
-            ("num_clusters", num_clusters),
-            ("num_heads", self.module_kwargs.get("num_heads")),
-        ):
-            found = hparams.get(key)
-            if expected is not None and found is not None and int(found) != int(expected):
-                raise ConfigError(
-                    f"checkpoint {ckpt} has {key}={found} but this run has {key}={expected}; "
-                    "resume only the same setting (or set method.resume=null)"
-                )
+    def experiment(self, task: ClusteringTask, batch_size: int) -> dict[str, Any]:
+        """Everything that changes what training produces: a checkpoint resumes only a run
+        with the same record. Memory and output knobs (head_chunk, predict_batch_size, topk,
+        features_on_device, the checkpoint interval) are left out: they do not."""
+        configured = getattr(task.make_trainer, "keywords", {})
+        method = {k: v for k, v in self.module_kwargs.items() if k not in ("head_chunk",)}
+        method.update(loss=self.loss, knn=self.knn, batch_size=batch_size, drop_last=self.drop_last)
+        trainer = {
+            k: configured[k]
+            for k in ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val")
+            if k in configured
+        }
+        return {
+            "data": task.view.fingerprint,
+            "seed": task.seed,
+            "num_clusters": task.num_clusters,
+            "in_dim": task.view.dim,
+            "method": method,
+            "trainer": trainer,
+        }
 
-    def trainer(self, task: ClusteringTask, callbacks: list[Callback]) -> Trainer:
+    def _check_checkpoint(self, ckpt: str, experiment: dict[str, Any]) -> None:
+        """Before any work: the checkpoint must load and be this experiment's."""
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+            record = saved.get(EXPERIMENT_KEY) if isinstance(saved, dict) else None
+        except Exception as exc:  # truncated, empty or not a checkpoint: torch's many errors
+            raise ConfigError(
+                f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {str(exc)[:120]}); "
+                "delete it or set method.resume=null to start fresh"
+            ) from None
+        if record is None:
+            raise ConfigError(
+                f"checkpoint {ckpt} does not record which experiment wrote it; resume only "
+                "checkpoints of this version, or set method.resume=null to start fresh"
+            )
+        differences = _differences(record, experiment)
+        if differences:
+            raise ConfigError(
+                f"checkpoint {ckpt} belongs to another experiment ({'; '.join(differences[:6])}); "
+                "use another hydra.run.dir, or method.resume=null to train from scratch there"
+            )
+
+    def trainer(
+        self, task: ClusteringTask, callbacks: list[Callback], experiment: dict[str, Any]
+    ) -> Trainer:
         if task.make_trainer is None:
             raise ConfigError("method needs a trainer config (trainer=cpu|gpu|ddp)")
         # The newest epoch's checkpoint, with last.ckpt linked to it: what `resume=auto` reads.
@@ -130,7 +191,7 @@ class SelfDistillationMethod:
             every_n_epochs=self.checkpoint_every_n_epochs,
             save_on_train_epoch_end=True,
         )
-        callbacks = [FiniteLossGuard(), checkpoint, *callbacks]
+        callbacks = [FiniteLossGuard(), ExperimentRecord(experiment), checkpoint, *callbacks]
         configured = getattr(task.make_trainer, "keywords", {})
         task.info["precision"] = str(configured.get("precision", "32-true"))
         extra: dict[str, Any] = {}
@@ -148,6 +209,11 @@ class SelfDistillationMethod:
     def fit_predict(self, task: ClusteringTask) -> Predictions | None:
         batch_size = self._check(task)
         view = task.view
+        experiment = self.experiment(task, batch_size)
+        ckpt = self._resume_path(task.run_dir)
+        if ckpt is not None:  # checked before the neighbours are mined or anything is built
+            self._check_checkpoint(ckpt, experiment)
+            task.info["resumed_from"] = ckpt
         data = NeighbourPairDataModule(
             view.train,
             task.neighbours_for(self.knn),
@@ -163,13 +229,17 @@ class SelfDistillationMethod:
             loss=self.loss,  # the batch size (for the lr scaling) comes from the DataModule
             **self.module_kwargs,
         )
-        trainer = self.trainer(task, task.callbacks)
-        ckpt = self._resume_path(task.run_dir)
-        if ckpt is not None:
-            self._check_checkpoint(ckpt, view.dim, task.num_clusters)
-            task.info["resumed_from"] = ckpt
+        trainer = self.trainer(task, task.callbacks, experiment)
         try:
             trainer.fit(self.model, datamodule=data, ckpt_path=ckpt)
+        except SIGTERMException:  # a SystemExit with code 0: the job would look successful
+            saved = self._resume_path(task.run_dir)
+            raise ClusterbenchError(
+                f"terminated by SIGTERM at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step}; "
+                + (f"the last checkpoint is {saved}" if saved else "no checkpoint was saved yet")
+                + f"; rerun the same command with hydra.run.dir={task.run_dir} to resume"
+            ) from None
         except torch.OutOfMemoryError:
             raise ClusterbenchError(
                 f"out of accelerator memory training {self.name} with batch_size="

@@ -1,0 +1,170 @@
+"""No silent wrong answers: overflowing features, stale checkpoints and caches, preemption,
+wrong config types and broken inputs each stop with one clear line and write nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clusterbench.errors import ConfigError, StoreError
+from clusterbench.fingerprint import fingerprint_files
+from clusterbench.methods.self_distillation.heads import InputNorm
+from clusterbench.rows import normalize_rows
+from clusterbench.run import run
+from clusterbench.store import FeatureStore
+from tests.conftest import blobs, compose_config, run_module, write_store
+
+TINY = ["method.num_heads=2", "method.hidden_dim=32", "method.bottleneck_dim=16", "method.knn=5",
+        "method.batch_size=64", "logger=none", "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def store_of(root: Path, n_per_class: int = 60, scale: float = 1.0, dtype=np.float32) -> Path:
+    train, train_labels = blobs(n_per_class, 10, 32, seed=0)
+    val, val_labels = blobs(20, 10, 32, seed=0)
+    return write_store(root, (train * scale).astype(dtype), train_labels,
+                       (val * scale).astype(dtype), val_labels)  # fmt: skip
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_module("clusterbench", f"paths.cache_dir={tmp_path / 'cache'}", *args, cwd=tmp_path)
+
+
+def test_features_whose_norm_overflows_are_rejected(tmp_path):
+    store = store_of(tmp_path / "store", scale=1e30)  # finite in float32, squares are not
+    out = tmp_path / "out"
+    proc = cli(tmp_path, "dataset=custom", f"dataset.path={store}", "logger=none",
+               f"hydra.run.dir={out}")  # fmt: skip
+    assert proc.returncode == 2
+    assert "rows have an L2 norm beyond float32's range" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_normalisation_is_scale_safe(scale):
+    x, _ = blobs(10, 3, 16, seed=0)
+    expected = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(normalize_rows(x * np.float32(scale)), expected, rtol=1e-5)
+    norm = InputNorm(16, "l2")(torch.from_numpy(x * np.float32(scale)))
+    np.testing.assert_allclose(norm.numpy(), expected, rtol=1e-5)
+
+
+def test_a_reused_run_dir_never_resumes_another_experiment(tmp_path):
+    store = store_of(tmp_path / "store")
+    out = tmp_path / "out"
+    common = ["method=temi", "dataset=custom", f"dataset.path={store}", "trainer.max_epochs=1",
+              *TINY, f"hydra.run.dir={out}"]  # fmt: skip
+    assert cli(tmp_path, *common).returncode == 0
+    (out / "results.json").unlink()
+    for change, difference in (("seed=1", "seed: 0 there, 1 here"),
+                               ("method.base_lr=0.01", "method.base_lr: 0.0001 there, 0.01 here")):  # fmt: skip
+        proc = cli(tmp_path, *common, change)
+        assert proc.returncode == 2, proc.stderr
+        assert "belongs to another experiment" in proc.stderr and difference in proc.stderr
+        assert "method.resume=null" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (out / "results.json").exists()
+
+
+def test_an_unreadable_checkpoint_is_named_before_any_work(tmp_path):
+    store = store_of(tmp_path / "store")
+    out = tmp_path / "out"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    proc = cli(tmp_path, "method=temi", "dataset=custom", f"dataset.path={store}", *TINY,
+               f"hydra.run.dir={out}")  # fmt: skip
+    assert proc.returncode == 2
+    assert f"checkpoint {out / 'checkpoints' / 'last.ckpt'} cannot be read" in proc.stderr
+    assert "method.resume=null" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache" / "knn").exists()  # stopped before mining neighbours
+
+
+def test_sigterm_exits_non_zero_and_says_how_to_resume(tmp_path):
+    store = store_of(tmp_path / "store", n_per_class=200)
+    out = tmp_path / "out"
+    env = {**os.environ, "CLUSTERBENCH_PROGRESS": "0", "HYDRA_FULL_ERROR": "0"}
+    args = ["method=temi", "dataset=custom", f"dataset.path={store}", "trainer.max_epochs=100000",
+            *TINY, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "clusterbench", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert "terminated by SIGTERM" in stderr and f"hydra.run.dir={out}" in stderr
+    assert "the last checkpoint is" in stderr and not (out / "results.json").exists()
+
+
+def test_a_store_edited_in_place_is_checked_again(tmp_path):
+    store = store_of(tmp_path / "store", n_per_class=2000)  # 20000 x 32 float32 > 1 MiB x 2
+    assert (store / "train.npy").stat().st_size > 2 << 20
+    cfg = compose_config(tmp_path, ["dataset=custom", f"dataset.path={store}", "logger=none",
+                                    f"paths.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    before = fingerprint_files([store / "train.npy"])
+    run(cfg, tmp_path / "first")
+    rows = np.load(store / "train.npy", mmap_mode="r+")
+    rows[10000:10003] = np.nan  # the middle, outside the sampled head and tail
+    rows.flush()
+    del rows
+    assert fingerprint_files([store / "train.npy"]) != before
+    with pytest.raises(StoreError, match="3 of 20000 rows contain NaN"):
+        run(cfg, tmp_path / "second")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc' (str): expected int"),
+        ("seed=abc", "seed='abc' (str): expected int"),
+        ("method.niter=abc", "method.niter='abc' (str): expected int"),
+        ("method.num_clusters=abc", "method.num_clusters='abc' (str): expected int or null"),
+        ("method.num_clusters=2.5", "method.num_clusters=2.5 (float): expected int or null"),
+    ],
+)
+def test_wrong_config_types_fail_before_any_work(tmp_path, override, message):
+    cfg = compose_config(tmp_path, ["logger=none", f"paths.cache_dir={tmp_path / 'cache'}",
+                                    override])  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        run(cfg, tmp_path / "run")
+    assert str(info.value) == message
+    assert not (tmp_path / "cache").exists()  # no data was generated or read
+
+
+def test_a_wrong_type_is_one_line_through_the_cli(tmp_path):
+    proc = cli(tmp_path, "method=temi", "trainer.max_epochs=abc", "logger=none",
+               f"hydra.run.dir={tmp_path / 'out'}")  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: trainer.max_epochs='abc' (str): expected int"
+    )
+
+
+def test_broken_stores_are_explained(tmp_path):
+    empty_dims = write_store(tmp_path / "d0", np.zeros((5, 0), np.float32), np.zeros(5, np.int64),
+                             np.zeros((5, 0), np.float32), np.zeros(5, np.int64))  # fmt: skip
+    with pytest.raises(StoreError, match=r"rows have no dimensions \(shape \(5, 0\)\)"):
+        FeatureStore.open(empty_dims)
+    zeros = store_of(tmp_path / "zeros", scale=0.0)
+    with pytest.raises(StoreError, match="all 600 rows are zero vectors"):
+        FeatureStore.open(zeros)
+    binary = store_of(tmp_path / "binary")
+    (binary / "classes.txt").write_bytes(bytes(range(128, 256)))
+    with pytest.raises(StoreError, match=f"{binary / 'classes.txt'} is not UTF-8 text"):
+        FeatureStore.open(binary)
+
+
+def test_raw_label_ids_are_explained(tmp_path):
+    train, labels = blobs(20, 3, 8, seed=0)
+    store = write_store(tmp_path / "raw", train, labels * 1000000 + 1440764, train, labels)
+    cfg = compose_config(tmp_path, ["dataset=custom", f"dataset.path={store}", "logger=none",
+                                    f"paths.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"1 \+ the largest label.*no classes.txt"):
+        run(cfg, tmp_path / "run")
