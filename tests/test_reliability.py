@@ -168,3 +168,19 @@ def test_raw_label_ids_are_explained(tmp_path):
                                     f"paths.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
     with pytest.raises(ConfigError, match=r"1 \+ the largest label.*no classes.txt"):
         run(cfg, tmp_path / "run")
+
+
+def test_resume_takes_the_newest_of_last_and_slurm_checkpoints(tmp_path):
+    from clusterbench.methods.self_distillation.method import SelfDistillationMethod
+
+    method = SelfDistillationMethod(name="temi", loss="temi")
+    assert method._resume_path(tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # what Lightning saves on SLURM's pre-timeout signal
+    hpc.write_bytes(b"x")
+    os.utime(last, ns=(1, 1_000_000_000))
+    assert method._resume_path(tmp_path) == str(hpc)
+    os.utime(hpc, ns=(1, 1))
+    assert method._resume_path(tmp_path) == str(last)
