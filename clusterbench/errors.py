@@ -23,3 +23,7 @@ class TreeFileError(ClusterbenchError, ValueError):
 
 class TrainingDiverged(ClusterbenchError):
     """The training loss became NaN or infinite."""
+
+
+class ExtractionError(ClusterbenchError):
+    """Images, model weights or an earlier partial run do not allow feature extraction."""

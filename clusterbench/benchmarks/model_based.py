@@ -11,7 +11,10 @@ Per-class accuracy file (written by linear probing), one per model:
 - `.json`: the same as a list of 10450 numbers (null = not measured), or an object
   {wnid: accuracy} (classes not listed are not measured).
 Ties go to the lower class id. Without `dataset.accuracy`, the file
-`<base store>/probe_accuracy/<model>.npy` (or .json) is used; the synthetic store ships one.
+`<base store>/probe_accuracy/<model>.npy` (or .json) is used, else the copy linear probing
+wrote under `<cache_dir>/probe_accuracy/<store fingerprint>/` for a read-only store; the
+synthetic store ships one. A sidecar `<model>.tree.json` (written by linear probing) names the
+tree class order the file is indexed by; a file written for another tree is rejected.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from clusterbench.benchmarks.cache import cached_view
 from clusterbench.benchmarks.hierarchy import subset_view
 from clusterbench.benchmarks.source import BaseStore, open_base
 from clusterbench.errors import BenchmarkFileError, ConfigError
+from clusterbench.fingerprint import digest
 from clusterbench.imagenet21k import labels as rules
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.view import BenchmarkView
@@ -41,6 +45,8 @@ def accuracy_file(src: BaseStore, model: str, path: str | None) -> Path:
     for suffix in (".npy", ".json"):
         if (file := src.extra_file("probe_accuracy", f"{model}{suffix}")) is not None:
             return file
+    if (file := fallback_dir(src.cache_dir, src.store.fingerprint) / f"{model}.npy").is_file():
+        return file
     raise ConfigError(
         f"no per-class accuracies for model {model!r}: set dataset.accuracy (model-based "
         f"subsets: dataset.accuracy.{model}) to a .npy/.json file of linear-probe accuracies "
@@ -48,9 +54,42 @@ def accuracy_file(src: BaseStore, model: str, path: str | None) -> Path:
     )
 
 
+def fallback_dir(cache_dir: str | Path, store_fingerprint: str) -> Path:
+    """Where linear probing puts the accuracy files of a store it cannot write to."""
+    return Path(cache_dir).expanduser() / "probe_accuracy" / store_fingerprint
+
+
+def classes_digest(tree: Tree) -> str:
+    """Names a tree's class order: what a per-class accuracy file is indexed by."""
+    return digest(list(tree.class_wnids))
+
+
+def tree_sidecar(file: Path) -> Path:
+    return file.with_name(f"{file.stem}.tree.json")
+
+
+def check_tree(file: Path, tree: Tree) -> None:
+    """Reject a file whose sidecar names another tree's class order (no sidecar: unchecked)."""
+    side = tree_sidecar(file)
+    if not side.is_file():
+        return
+    try:
+        info = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchmarkFileError(f"{side} is not valid JSON ({exc})") from None
+    info = info if isinstance(info, dict) else {}
+    if info.get("classes_digest") != classes_digest(tree):
+        raise BenchmarkFileError(
+            f"{file} was written for another tree ({info.get('num_classes', '?')} classes, "
+            f"class order {info.get('classes_digest', '?')}), not this one ({tree.num_classes} "
+            f"classes, class order {classes_digest(tree)}); re-run linear probing on this tree"
+        )
+
+
 def load_accuracy(file: Path, tree: Tree) -> np.ndarray:
     """(C,) float64 per-class accuracies from a .npy or .json file; NaN = not measured."""
     c = tree.num_classes
+    check_tree(file, tree)
     if file.suffix == ".npy":
         try:
             raw = np.load(file, allow_pickle=False)

@@ -4,7 +4,9 @@ ReaL file (`real.json`): a JSON list with one entry per ImageNet-1K validation i
 val-file order (ILSVRC2012_val_00000001 first), each a list of standard ImageNet-1K class
 ids (sorted-wnid order), possibly empty. Images with an empty list are excluded. timm ships
 the file (50000 lists, 3163 empty); `dataset.real` overrides it. The base store's val rows
-must follow the same val-file order.
+follow the same val-file order, unless the store has a `val_files.txt` (one relative path per
+val row, as `python -m clusterbench.extract` writes): then each row is matched to its entry by
+the file name `ILSVRC2012_val_XXXXXXXX`, so any val order or layout (class folders) works.
 
 Evaluation (`evaluate_real`): the Hungarian mapping is estimated from the top-1 predictions
 against one label drawn at random from each image's set S_L; all metrics are computed with
@@ -15,6 +17,7 @@ is reported, with the standard deviation of each accuracy next to it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,12 @@ from clusterbench.imagenet21k.timm import timm_real_labels_path
 from clusterbench.view import BenchmarkView, LabelSets, SampledLabels
 
 NUM_CLASSES = 1000
+VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})")
 
 
-def load_real(file: Path, num_val: int) -> LabelSets:
-    """Per-image ReaL label sets (CSR) from a real.json file, validated against num_val."""
+def load_real(file: Path, num_val: int | None) -> LabelSets:
+    """Per-image ReaL label sets (CSR) from a real.json file, validated against num_val
+    (None: any length, the caller matches rows by file name)."""
     try:
         raw = json.loads(Path(file).read_text())
     except FileNotFoundError:
@@ -42,7 +47,7 @@ def load_real(file: Path, num_val: int) -> LabelSets:
         raise BenchmarkFileError(
             f"{file}: expected a JSON list with one list of class ids per validation image"
         )
-    if len(raw) != num_val:
+    if num_val is not None and len(raw) != num_val:
         raise BenchmarkFileError(
             f"{file}: has {len(raw)} entries but the base store has {num_val} validation "
             "images; expected one entry per image, in val-file order"
@@ -60,6 +65,34 @@ def load_real(file: Path, num_val: int) -> LabelSets:
     indptr = np.zeros(len(raw) + 1, dtype=np.int64)
     np.cumsum(sizes, out=indptr[1:])
     return LabelSets(indptr, indices)
+
+
+def real_rows(val_files: Path, num_val: int, num_real: int) -> np.ndarray:
+    """(num_val,) ReaL entry of each val row, from the ILSVRC2012_val_XXXXXXXX file names."""
+    names = [line.strip() for line in Path(val_files).read_text().splitlines() if line.strip()]
+    if len(names) != num_val:
+        raise BenchmarkFileError(
+            f"{val_files}: lists {len(names)} files but the base store has {num_val} "
+            "validation rows; expected one relative path per val row"
+        )
+    rows = np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        match = VAL_FILE.search(Path(name).name)
+        if match is None:
+            raise BenchmarkFileError(
+                f"{val_files}:{i + 1}: {name} is not an ImageNet validation file name "
+                "(ILSVRC2012_val_XXXXXXXX); ReaL labels need the original val files"
+            )
+        rows[i] = int(match.group(1)) - 1
+    if rows.size and (rows.min() < 0 or rows.max() >= num_real):
+        bad = int(rows.max() if rows.max() >= num_real else rows.min())
+        raise BenchmarkFileError(
+            f"{val_files}: ILSVRC2012_val_{bad + 1:08d} has no entry in the ReaL file "
+            f"({num_real} entries)"
+        )
+    if np.unique(rows).size != rows.size:
+        raise BenchmarkFileError(f"{val_files}: lists the same validation image twice")
+    return rows
 
 
 def restrict(sets: LabelSets, rows: np.ndarray) -> LabelSets:
@@ -81,9 +114,14 @@ def in1k_real(
     """
     src = open_base("in1k", name, **base)
     file = Path(real).expanduser() if real else timm_real_labels_path()
+    val_files = None if src.synthetic else src.extra_file("val_files.txt")
 
     def build() -> ViewArrays:
-        sets = load_real(file, len(src.store.val))
+        if val_files is None:
+            sets = load_real(file, len(src.store.val))
+        else:  # rows in any order: each finds its entry by file name
+            everything = load_real(file, None)
+            sets = restrict(everything, real_rows(val_files, len(src.store.val), len(everything)))
         keep = np.flatnonzero(np.diff(sets.indptr) > 0)
         train, val = src.labels
         names = list(src.family_classes)
@@ -92,6 +130,7 @@ def in1k_real(
         )
 
     params = {"repeats": int(repeats), "sample_seed": int(sample_seed)}
-    view = cached_view(name, src, "in1k_real", params, build, files={"real": file})
+    inputs = {"real": file, **({"val_files": val_files} if val_files is not None else {})}
+    view = cached_view(name, src, "in1k_real", params, build, files=inputs)
     view.evaluation = SampledLabels(repeats=int(repeats), seed=int(sample_seed))
     return view

@@ -1,6 +1,7 @@
 """Training-step throughput and memory of the TEMI / SCANv2 heads: fused vs a per-head loop.
 
     python -m clusterbench.perf [--quick] [--device cpu|cuda] [--out PATH]
+    python -m clusterbench.perf extract [...]   feature extraction (clusterbench.perf.extract)
 
 A step is one full training step as in `SelfDistillationClustering`: gather B anchor and B
 neighbour rows from an (N, D) feature matrix held on the device, student and teacher forward on
@@ -228,6 +229,11 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["extract"]:
+        from clusterbench.perf.extract import main as extract_main
+
+        return extract_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m clusterbench.perf",
         description="Throughput and memory of the fused TEMI / SCANv2 heads vs a per-head loop.",
