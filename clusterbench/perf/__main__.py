@@ -2,6 +2,7 @@
 
     python -m clusterbench.perf [--quick] [--device cpu|cuda] [--out PATH]
     python -m clusterbench.perf extract [...]   feature extraction (clusterbench.perf.extract)
+    python -m clusterbench.perf probing [...]   the stacked probe grid (clusterbench.perf.probing)
 
 A step is one full training step as in `SelfDistillationClustering`: gather B anchor and B
 neighbour rows from an (N, D) feature matrix held on the device, student and teacher forward on
@@ -234,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         from clusterbench.perf.extract import main as extract_main
 
         return extract_main(argv[1:])
+    if argv[:1] == ["probing"]:
+        from clusterbench.perf.probing import main as probing_main
+
+        return probing_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m clusterbench.perf",
         description="Throughput and memory of the fused TEMI / SCANv2 heads vs a per-head loop.",
