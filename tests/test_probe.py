@@ -304,3 +304,5 @@ def test_probing_bench_quick(tmp_path: Path, single_thread) -> None:
     expected = 100 * (-(-1281167 // 256) + -(-int(0.9 * 1281167) // 256))
     assert abs(p["steps"] - expected) <= 100
     assert p["flops"] == p["steps"] * 4 * 256 * 1024 * 1000 * 18
+    assert 10 <= p["launches_per_step"] <= 100  # counted, not assumed
+    assert p["projected_s"] >= p["compute_s"] + p["memory_s"]

@@ -214,6 +214,9 @@ def run(
             "best_pipeline": best_pipe,
             "pipeline_fraction_of_bare": best_pipe / best_bare,
             "round_fractions": [p / b for p, b in zip(pipeline, bare, strict=True)],
+            "median_round_fraction": float(
+                np.median([p / b for p, b in zip(pipeline, bare, strict=True)])
+            ),
             "decode_images_per_second_per_core": per_core,
             "workers_to_keep_up": math.ceil(best_bare / per_core),
         }
@@ -235,7 +238,8 @@ def format_report(r: dict) -> str:
             f"bare forward (pre-decoded tensors): {r['best_bare']:8.1f} images/s",
             f"whole pipeline (decode->write):     {r['best_pipeline']:8.1f} images/s "
             f"= {100 * r['pipeline_fraction_of_bare']:.1f}% of the bare forward "
-            f"(rounds: {', '.join(f'{100 * f:.0f}%' for f in r['round_fractions'])})",
+            f"(rounds: {', '.join(f'{100 * f:.0f}%' for f in r['round_fractions'])}, "
+            f"median {100 * r['median_round_fraction']:.0f}%)",
             f"whole call incl. start-up and assembly: {max(r['whole_call_images_per_second']):.1f} "
             f"images/s; load average {r['load_average_before'][0]:.2f} before, "
             f"{r['load_average_after'][0]:.2f} after",

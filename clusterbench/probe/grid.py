@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clusterbench.errors import ConfigError, TrainingDiverged
+from clusterbench.memory import retain_freed_memory
 from clusterbench.probe.data import FEATURE_DTYPES, NORMALIZATIONS
 from clusterbench.progress import progress
 
@@ -171,9 +172,10 @@ class StackedSGD:
 
     @torch.no_grad()
     def step(self, lr_scale: float = 1.0) -> None:
+        """One update; adds the weight decay into `.grad` in place (no weight-sized temporary)."""
         for param, buf in zip(self.params, self.buffers, strict=True):
             shape = (-1,) + (1,) * (param.dim() - 1)
-            grad = param.grad.addcmul(self.weight_decays.view(shape), param)
+            grad = param.grad.addcmul_(self.weight_decays.view(shape), param)
             buf.mul_(self.momentum).add_(grad)
             param.addcmul_(self.lrs.view(shape), buf, value=-lr_scale)
 
@@ -224,6 +226,10 @@ def train_probes(
     batch from them, so the data is read once per epoch whatever the number of probes.
     """
     device = features.device
+    if device.type == "cpu":
+        # Weight-sized gradients are freed and allocated every step: keep glibc from handing
+        # back fresh pages each time (the page faults cost as much as the SGD update).
+        retain_freed_memory()
     rows = torch.arange(features.shape[0], device=device) if rows is None else rows.to(device)
     n, p = int(rows.shape[0]), len(cells)
     if n == 0:
