@@ -8,7 +8,6 @@ and the result is written as the relabel directory the `leaf_hzr` / `p_hzr` benc
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -24,12 +23,13 @@ from rich.table import Table
 
 from clusterbench.__main__ import CONFIG_DIR
 from clusterbench.atomic import write_json_atomic
+from clusterbench.cli import quiet_libraries, run_command
 from clusterbench.errors import ConfigError
 from clusterbench.imagenet21k.tree import Tree, load_tree
 from clusterbench.results import library_versions
 from clusterbench.rows import FeatureRows
 from clusterbench.zeroshot.embeddings import check_dims, class_embeddings
-from clusterbench.zeroshot.entry import base_kwargs, guarded, plain
+from clusterbench.zeroshot.entry import base_kwargs, plain
 from clusterbench.zeroshot.refine import KIND_OF_MODE, MODES, refine, with_descendants
 
 # Section 4.2 / Table 2 with OpenCLIP ViT-G on the real ImageNet-21K-P, printed beside ours.
@@ -222,9 +222,12 @@ def run_hzr(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
 
 @hydra.main(config_path=CONFIG_DIR, config_name="hzr", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return guarded(lambda: run_hzr(cfg, run_dir, Console()))
+    return run_command(
+        lambda: run_hzr(cfg, run_dir, Console()),
+        writable="paths.cache_dir / hydra.run.dir / hzr.out",
+    )
 
 
 if __name__ == "__main__":

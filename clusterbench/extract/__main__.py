@@ -5,18 +5,16 @@ Same config root as `python -m clusterbench` (conf/), primary config conf/extrac
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from clusterbench.__main__ import CONFIG_DIR
-from clusterbench.errors import ClusterbenchError
+from clusterbench.cli import fail, quiet_libraries, run_command
 
 
 def known_extractors() -> list[str]:
@@ -44,21 +42,19 @@ def extractor_problem(argv: list[str]) -> str | None:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="extract", version_base="1.3")
 def _main(cfg: DictConfig) -> dict | None:
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     from clusterbench.extract.run import extract  # heavy imports after Hydra parsed the command
 
-    try:
-        return extract(cfg, Path(HydraConfig.get().runtime.output_dir), Console())
-    except (ClusterbenchError, OmegaConfBaseException) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, greppable in job logs
-        sys.exit(2)
+    quiet_libraries()
+    return run_command(
+        lambda: extract(cfg, Path(HydraConfig.get().runtime.output_dir), Console()),
+        writable="store / hydra.run.dir",
+    )
 
 
 def main() -> None:
     problem = extractor_problem(sys.argv[1:])
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+        fail(problem)
     _main()
 
 

@@ -7,7 +7,6 @@ confidence histogram and predictions.npz. Config: conf/zeroshot.yaml.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from clusterbench.__main__ import CONFIG_DIR
 from clusterbench.atomic import atomic_file
+from clusterbench.cli import quiet_libraries, run_command
 from clusterbench.errors import ConfigError
 from clusterbench.evaluation.metrics import ECE_BINS, reliability
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
@@ -30,7 +30,7 @@ from clusterbench.results import library_versions, print_metrics, write_results
 from clusterbench.view import BenchmarkView
 from clusterbench.zeroshot.classify import candidate_groups, classify
 from clusterbench.zeroshot.embeddings import check_dims, class_embeddings
-from clusterbench.zeroshot.entry import guarded, plain
+from clusterbench.zeroshot.entry import plain
 
 METHOD = "clip_zeroshot"
 
@@ -150,9 +150,9 @@ def run_zeroshot(cfg: DictConfig, run_dir: Path, console: Console | None = None)
 
 @hydra.main(config_path=CONFIG_DIR, config_name="zeroshot", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    return guarded(lambda: run_zeroshot(cfg, run_dir, Console()))
+    return run_command(lambda: run_zeroshot(cfg, run_dir, Console()))
 
 
 if __name__ == "__main__":

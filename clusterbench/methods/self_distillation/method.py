@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.errors import ClusterbenchError, ConfigError, TrainingDiverged
@@ -24,6 +24,7 @@ from clusterbench.methods.self_distillation.module import SelfDistillationCluste
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.progress import enabled as progress_enabled
 from clusterbench.task import ClusteringTask
+from clusterbench.training_progress import RunProgressBar, RunTimeEstimate
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,18 @@ class SelfDistillationMethod:
             every_n_epochs=self.checkpoint_every_n_epochs,
             save_on_train_epoch_end=True,
         )
-        callbacks = [FiniteLossGuard(), ExperimentRecord(experiment), checkpoint, *callbacks]
+        callbacks = [
+            FiniteLossGuard(),
+            ExperimentRecord(experiment),
+            checkpoint,
+            RunTimeEstimate(),
+            *callbacks,
+        ]
         configured = getattr(task.make_trainer, "keywords", {})
         task.info["precision"] = str(configured.get("precision", "32-true"))
         extra: dict[str, Any] = {}
         if progress_enabled() and configured.get("enable_progress_bar", True):
-            callbacks.append(RichProgressBar())
+            callbacks.append(RunProgressBar())
         else:
             extra["enable_progress_bar"] = False
         return task.make_trainer(
