@@ -65,11 +65,12 @@ def easy_store(tmp_path: Path) -> Path:
     )
 
 
-def compose_config(tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """The config `python -m clusterbench <overrides>` would run, with outputs in tmp_path."""
+def compose_config(tmp_path: Path, overrides: list[str], name: str = "config") -> DictConfig:
+    """The config `python -m clusterbench <overrides>` would run, with outputs in tmp_path;
+    `name` picks another primary config (`extract`, `probe`, ...: the other commands)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
         cfg.hydra.runtime.cwd = str(tmp_path)

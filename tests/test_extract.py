@@ -21,15 +21,11 @@ import pytest
 import timm
 import timm.data
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import seed_everything
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from rich.console import Console
 
-from clusterbench.__main__ import CONFIG_DIR
 from clusterbench.benchmarks.real import in1k_real, real_rows
 from clusterbench.errors import BenchmarkFileError, ConfigError, ExtractionError
 from clusterbench.extract.__main__ import extractor_problem, known_extractors
@@ -41,6 +37,7 @@ from clusterbench.fingerprint import digest
 from clusterbench.imagenet21k.timm import in1k_wnids
 from clusterbench.run import run
 from clusterbench.store import FeatureStore
+from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 WNIDS = in1k_wnids()[:2]  # real ImageNet-1K classes, so the ReaL benchmark can read the store
@@ -97,16 +94,7 @@ def make_tree(root: Path) -> Path:
 def compose_extract(tmp_path: Path, overrides: list[str], name: str = "extract") -> DictConfig:
     """The config `python -m clusterbench.extract <overrides>` runs (name="config":
     `python -m clusterbench`), with outputs in tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.cwd = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config(tmp_path, overrides, name)
 
 
 def cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -9,13 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
-from clusterbench.__main__ import CONFIG_DIR
 from clusterbench.benchmarks.model_based import classes_digest, fallback_dir, top_k
 from clusterbench.benchmarks.synthetic import SyntheticIn21kSpec, make_spec, materialize_in21k
 from clusterbench.errors import BenchmarkFileError, ConfigError
@@ -36,16 +32,7 @@ FAST = ["probe.precision=32", "probe.feature_dtype=float32"]
 
 def compose_probe(tmp_path: Path, overrides: list[str], name: str = "probe") -> DictConfig:
     """The config `python -m clusterbench.<name> <overrides>` would run, outputs in tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.runtime.cwd = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_config(tmp_path, overrides, name)
 
 
 def probe(tmp_path: Path, overrides: list[str]) -> dict:
