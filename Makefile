@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-scale bench-gpu clean
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ lint: install
 
 bench: install
 	$(BIN)/python -m clusterbench.perf
+
+# IVF kNN recall/time and kNN + k-means at 1M x 384, C = 1000 (README: A million rows).
+bench-scale: install
+	$(BIN)/python -m clusterbench.perf scale
+
+# Every GPU measurement in one run, <= ~8 minutes (README: GPU); stops with one line without CUDA.
+bench-gpu: install
+	$(BIN)/python -m clusterbench.perf.gpu
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache

@@ -5,13 +5,16 @@ neighbours: it mines the train split's table on first use, keeps it, and records
 disk cache answered and how long it took.
 
 Cosine similarity: rows are L2-normalised and searched by inner product. `index` is a faiss
-index_factory string: "Flat" (exact, the default) or e.g. "IVF4096,Flat" for large N.
+index_factory string: "Flat" (exact, the default) or e.g. "IVF4096,Flat" for large N;
+"IVFauto" takes its number of cells from N (`ivf_nlist`, the rule `knn=ivf` uses).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,25 +30,70 @@ from clusterbench.progress import progress
 from clusterbench.rows import FeatureRows, normalize_rows
 
 CACHE_VERSION = 1
+# Rows the coarse quantiser of an IVF index is trained on (a random sample), and the fewest
+# training points per cell faiss accepts without a warning.
+IVF_TRAIN_ROWS = 256 * 1024
+IVF_MIN_POINTS_PER_CELL = 39
+# nlist = the power of two nearest IVF_CELLS_PER_SQRT_N * sqrt(N): measured at 1M x 384 by
+# `python -m clusterbench.perf scale` (README, "A million rows").
+IVF_CELLS_PER_SQRT_N = 4.0
+
+
+def ivf_nlist(n: int) -> int:
+    """IVF cells for `n` rows: the power of two nearest IVF_CELLS_PER_SQRT_N * sqrt(n), capped so
+    that the training sample keeps faiss's minimum of 39 points per cell (4096 for 1M rows)."""
+    cap = max(1, min(n, IVF_TRAIN_ROWS) // IVF_MIN_POINTS_PER_CELL)
+    target = max(1.0, IVF_CELLS_PER_SQRT_N * math.sqrt(n))
+    nlist = 2 ** round(math.log2(target))
+    while nlist > cap:
+        nlist //= 2
+    return nlist
+
+
+def resolve_index(index: str, n: int) -> str:
+    """The index_factory string with "IVFauto" replaced by IVF<ivf_nlist(n)>."""
+    return re.sub(r"\bIVFauto\b", f"IVF{ivf_nlist(n)}", index)
 
 
 def build_index(
-    rows: FeatureRows, index: str, nprobe: int, device: str, chunk_size: int, seed: int
+    rows: FeatureRows,
+    index: str,
+    nprobe: int,
+    device: str,
+    chunk_size: int,
+    seed: int,
+    timings: dict | None = None,
 ):
-    """A faiss inner-product index over the L2-normalised rows, filled in chunks."""
-    faiss_index = faiss.index_factory(rows.dim, index, faiss.METRIC_INNER_PRODUCT)
+    """A faiss inner-product index over the L2-normalised rows, filled in chunks.
+
+    `timings`, when given, receives the wall and CPU seconds of training and of adding
+    (`train_seconds`, `add_seconds`, `*_cpu_seconds`): the scale benchmark reports them apart,
+    since training the coarse quantiser and filling the lists grow differently with N.
+    """
+    faiss_index = faiss.index_factory(
+        rows.dim, resolve_index(index, len(rows)), faiss.METRIC_INNER_PRODUCT
+    )
     if faiss_uses_gpu(device):
         faiss_index = faiss.index_cpu_to_all_gpus(faiss_index)
+    start, cpu = time.perf_counter(), time.process_time()
     if not faiss_index.is_trained:
         # IVF-style indexes learn their coarse quantiser from a random sample of the rows.
         sample = np.random.default_rng(seed).choice(
-            len(rows), min(len(rows), 256 * 1024), replace=False
+            len(rows), min(len(rows), IVF_TRAIN_ROWS), replace=False
         )
         faiss_index.train(normalize_rows(rows.take(np.sort(sample))))
+    trained, trained_cpu = time.perf_counter(), time.process_time()
     for _, chunk in progress(
         rows.chunks(chunk_size), f"indexing {len(rows):,} rows", rows.num_chunks(chunk_size)
     ):
         faiss_index.add(normalize_rows(chunk))
+    if timings is not None:
+        timings.update(
+            train_seconds=trained - start,
+            add_seconds=time.perf_counter() - trained,
+            train_cpu_seconds=trained_cpu - cpu,  # all threads: the time on an idle machine
+            add_cpu_seconds=time.process_time() - trained_cpu,  # is about this / threads
+        )
     if hasattr(faiss_index, "nprobe"):
         faiss_index.nprobe = nprobe
     else:
@@ -144,6 +192,7 @@ def mine_neighbours(
     """Cached `search_neighbours`; returns (neighbours, whether the cache was used)."""
     if cache_dir is None:
         return search_neighbours(rows, k, index, nprobe, device, chunk_size, seed), False
+    index = resolve_index(index, len(rows))  # the key names the cells really used
     cache = NeighbourCache(cache_dir)
     key = cache.key(fingerprint, split, k, index)
     cached = cache.load(key, len(rows), k)
@@ -171,7 +220,7 @@ class NeighbourIndex:
     chunk_size: int = 65536
     device: str = "auto"
     seed: int = 0
-    nlist: int | None = None  # IVF cells; only read through the `index` string
+    nlist: int | str | None = None  # IVF cells ("auto": from N); read through `index` only
     from_cache: bool | None = None
     seconds: float | None = None
     _table: np.ndarray | None = field(default=None, repr=False)

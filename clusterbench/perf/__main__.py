@@ -3,6 +3,7 @@
     python -m clusterbench.perf [--quick] [--device cpu|cuda] [--out PATH]
     python -m clusterbench.perf extract [...]   feature extraction (clusterbench.perf.extract)
     python -m clusterbench.perf probing [...]   the stacked probe grid (clusterbench.perf.probing)
+    python -m clusterbench.perf scale [...]     IVF kNN + k-means at 1M rows (clusterbench.perf.scale)
 
 A step is one full training step as in `SelfDistillationClustering`: gather B anchor and B
 neighbour rows from an (N, D) feature matrix held on the device, student and teacher forward on
@@ -235,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         from clusterbench.perf.extract import main as extract_main
 
         return extract_main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from clusterbench.perf.scale import main as scale_main
+
+        return scale_main(argv[1:])
     if argv[:1] == ["probing"]:
         from clusterbench.perf.probing import main as probing_main
 
