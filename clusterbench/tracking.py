@@ -22,13 +22,17 @@ def log_run(loggers: list[Any], cfg: DictConfig, metrics: dict) -> None:
     """Config as hyper-parameters, final metrics as metrics and (for W&B) run summary."""
     params = OmegaConf.to_container(cfg, resolve=True)
     numeric = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    # The paper table and row a run fills (experiment configs set `paper`), so a dashboard
+    # can pivot the runs of one sweep by table and row.
+    paper = params.get("paper") if isinstance(params.get("paper"), dict) else {}
+    keys = {f"paper/{k}": paper[k] for k in ("table", "row") if paper.get(k) is not None}
     for logger in loggers:
         logger.log_hyperparams(params)
         logger.log_metrics(numeric)
         experiment = getattr(logger, "experiment", None)
         summary = getattr(experiment, "summary", None)
         if summary is not None and hasattr(summary, "update"):
-            summary.update(numeric)
+            summary.update({**numeric, **keys})
 
 
 def close_loggers(loggers: list[Any], status: str) -> None:
