@@ -107,19 +107,19 @@ def test_wandb_offline_run_is_written(easy_store, tmp_path):
 
 
 def test_multirun_with_local_launcher(easy_store, tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = cli(
+    """The default sweep directory (no hydra.sweep.dir given) lands under ./outputs/multirun."""
+    proc = run_module(
+        "clusterbench",
         "--multirun",
         "hydra/launcher=local",
         "seed=0,1",
         "dataset=custom",
         f"dataset.path={easy_store}",
         "logger=none",
-        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    results = sorted(sweep.rglob("results.json"))
+    results = sorted((tmp_path / "outputs" / "multirun").rglob("results.json"))
     assert len(results) == 2
     assert sorted(json.loads(p.read_text())["seed"] for p in results) == [0, 1]
 
