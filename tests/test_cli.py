@@ -7,9 +7,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 
 from clusterbench.run import run
-from tests.conftest import compose_config, run_module
+from tests.conftest import CONFIG_DIR, compose_config, run_module
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,8 +112,7 @@ def test_wandb_offline_run_is_written(easy_store, tmp_path):
 
 def test_multirun_with_local_launcher(easy_store, tmp_path):
     """The default sweep directory (no hydra.sweep.dir given) lands under ./outputs/multirun."""
-    proc = run_module(
-        "clusterbench",
+    proc = cli(
         "--multirun",
         "hydra/launcher=local",
         "seed=0,1",
@@ -133,3 +136,20 @@ def test_default_synthetic_run_in_process(cache_dir, tmp_path):
     assert {"acc", "nmi", "ari", "top5_acc", "top1_L_acc", "top5_L_acc"} <= set(m)
     assert m["top1_L_acc"] >= m["acc"] and m["top5_acc"] >= m["acc"]
     assert saved["dataset_summary"]["imbalance_ratio"] > 5
+
+
+@pytest.mark.parametrize("command", ["config", "extract", "probe", "separability"])
+def test_sweep_dir_resolves_before_any_job(command, tmp_path, monkeypatch):
+    """A multirun launcher resolves hydra.sweep.dir while no HydraConfig exists; every command's
+    paths then follow the directory the command was started in."""
+    for name in ("CLUSTERBENCH_ROOT", "CLUSTERBENCH_OUTPUTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=command, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+    assert not HydraConfig.initialized()
+    assert Path(cfg.hydra.sweep.dir).parent.parent == tmp_path / "outputs"
+    assert cfg.paths.root_dir == str(tmp_path)
