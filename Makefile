@@ -25,11 +25,11 @@ lint: install
 	$(BIN)/ruff format --check clusterbench tests scripts
 
 bench: install
-	$(BIN)/python -m clusterbench.perf
+	$(BIN)/python -m clusterbench perf
 
 # IVF kNN recall/time and kNN + k-means at 1M x 384, C = 1000 (README: A million rows).
 bench-scale: install
-	$(BIN)/python -m clusterbench.perf scale
+	$(BIN)/python -m clusterbench perf scale
 
 # Every GPU measurement in one run, <= ~8 minutes (README: GPU); stops with one line without CUDA.
 bench-gpu: install

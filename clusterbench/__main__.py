@@ -1,25 +1,56 @@
-"""`python -m clusterbench [overrides]`: the Hydra entry point (config root: conf/)."""
+"""`clusterbench [COMMAND] [overrides]` (or `python -m clusterbench ...`): every command, one door.
+
+COMMAND defaults to `run`, so `python -m clusterbench method=temi` clusters as it always did.
+Each command's module is imported only once it is chosen: `--help` stays fast.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-from rich.console import Console
+from clusterbench.core.cli import command, fail
 
-from clusterbench.cli import quiet_libraries, run_command
+# name -> (module with `main()`, what it does). The Hydra ones take `key=value` overrides.
+COMMANDS = {
+    "run": ("clusterbench.__main__", "cluster a dataset with a method: results.json (default)"),
+    "extract": ("clusterbench.producers.extract.__main__", "images -> a feature store"),
+    "probe": ("clusterbench.producers.probe.__main__", "linear-probe upper bound, per class"),
+    "separability": ("clusterbench.producers.separability.__main__", "class separability"),
+    "zeroshot": ("clusterbench.producers.zeroshot.__main__", "CLIP zero-shot classification"),
+    "hzr": ("clusterbench.producers.zeroshot.hzr", "hierarchical zero-shot relabelling"),
+    "benchmarks": ("clusterbench.benchmarks.__main__", "build a benchmark view, describe it"),
+    "report": ("clusterbench.report.__main__", "a finished sweep -> the paper's tables, figures"),
+    "aggregate": ("clusterbench.report.aggregate", "mean ± std over seeds of results.json"),
+    "perf": ("clusterbench.perf.__main__", "speed and memory benchmarks (make bench)"),
+}
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+run_main = command("run", "clusterbench.run:run", config_name="config")
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict | None:
-    from clusterbench.run import run  # heavy imports after Hydra has parsed the command line
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {doc}" for name, (_, doc) in COMMANDS.items()]
+    return "usage: clusterbench [COMMAND] [overrides]\n\ncommands:\n" + "\n".join(lines)
 
-    quiet_libraries()
-    return run_command(lambda: run(cfg, Path(HydraConfig.get().runtime.output_dir), Console()))
+
+def main(argv: list[str] | None = None) -> object:
+    """Pick the command from the first argument and hand it the rest of the command line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("help", "commands"):
+        print(usage())
+        return 0
+    name = "run"
+    if args and args[0] in COMMANDS:
+        name = args.pop(0)
+    elif args and not args[0].startswith("-") and "=" not in args[0]:
+        fail(
+            f"unknown command {args[0]!r}; commands: {', '.join(COMMANDS)} (or key=value overrides)"
+        )
+    sys.argv = [f"clusterbench {name}", *args]
+    if name == "run":
+        return run_main()
+    return importlib.import_module(COMMANDS[name][0]).main()
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from clusterbench.atomic import save_npy_atomic, write_json_atomic
-from clusterbench.device import faiss_uses_gpu
-from clusterbench.errors import ConfigError
-from clusterbench.fingerprint import array_checksum
-from clusterbench.progress import progress
-from clusterbench.rows import FeatureRows, normalize_rows
+from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
+from clusterbench.core.device import faiss_uses_gpu
+from clusterbench.core.errors import ConfigError
+from clusterbench.core.fingerprint import array_checksum
+from clusterbench.core.progress import progress
+from clusterbench.data.rows import FeatureRows, normalize_rows
 
 CACHE_VERSION = 1
 # Rows the coarse quantiser of an IVF index is trained on (a random sample), and the fewest
@@ -35,7 +35,7 @@ CACHE_VERSION = 1
 IVF_TRAIN_ROWS = 256 * 1024
 IVF_MIN_POINTS_PER_CELL = 39
 # nlist = the power of two nearest IVF_CELLS_PER_SQRT_N * sqrt(N): measured at 1M x 384 by
-# `python -m clusterbench.perf scale` (README, "A million rows").
+# `python -m clusterbench perf scale` (README, "A million rows").
 IVF_CELLS_PER_SQRT_N = 4.0
 
 

@@ -1,38 +1,29 @@
-"""results.json: its schema, how a run writes it (atomically, last) and how readers find it;
-plus the printed metrics table and the library versions a run records.
+"""results.json: its schema (`RunResult`), how a command writes it (atomically, last) and how
+readers find it; plus the printed metrics table.
 
-A results.json holds: method, dataset, seed, metrics (fractions in [0, 1], `METRIC_ORDER` plus
-cluster counts), reliability (bins, or null), method_info (facts a method recorded), dataset_summary,
-timings (seconds), artefacts (file names in the run directory), versions, config (resolved).
+Every command that scores something (run, probe, separability, zeroshot) builds one `RunResult`
+and writes it; the report reads nothing else. A results.json holds: method, dataset, seed,
+metrics (fractions in [0, 1], `METRIC_ORDER` plus cluster counts), the command's own sections
+(e.g. `probing`), reliability (bins, or null), method_info (facts a method recorded),
+dataset_summary, timings (seconds), artefacts (file names in the run directory), versions,
+config (resolved).
 """
 
 from __future__ import annotations
 
 import json
-import platform
+import time
 from collections.abc import Iterator
-from importlib import metadata
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from clusterbench.atomic import write_json_atomic
+from clusterbench.core.atomic import write_json_atomic
+from clusterbench.core.versions import library_versions
 
-LIBRARIES = (
-    "clusterbench",
-    "torch",
-    "lightning",
-    "faiss-cpu",
-    "faiss-gpu",
-    "numpy",
-    "scipy",
-    "scikit-learn",
-    "torchmetrics",
-    "hydra-core",
-    "timm",
-    "open_clip_torch",
-)
 METRIC_ORDER = (
     "acc",
     "nmi",
@@ -59,6 +50,58 @@ RESULT_KEYS = (
     "config",
 )
 RESULTS_FILE = "results.json"
+
+
+@dataclass
+class RunResult:
+    """What one command run found, in the order results.json lists it.
+
+    `sections` are a command's own top-level entries (probing's `probing`), placed after
+    `metrics`. `started` is the `time.perf_counter()` at the run's start: `timings.total_s`.
+    """
+
+    method: str
+    dataset: str
+    seed: int
+    metrics: dict
+    method_info: dict
+    dataset_summary: dict
+    config: Any  # the composed DictConfig (resolved on writing) or a plain dict
+    timings: dict[str, float] = field(default_factory=dict)
+    reliability: dict | None = None
+    artefacts: dict = field(default_factory=dict)
+    sections: dict = field(default_factory=dict)
+    started: float | None = None
+
+    def payload(self) -> dict:
+        from omegaconf import DictConfig, OmegaConf
+
+        timings = dict(self.timings)
+        if self.started is not None and "total_s" not in timings:
+            timings["total_s"] = time.perf_counter() - self.started
+        config = self.config
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
+        return {
+            "method": self.method,
+            "dataset": self.dataset,
+            "seed": int(self.seed),
+            "metrics": self.metrics,
+            **self.sections,
+            "reliability": self.reliability,
+            "method_info": self.method_info,
+            "dataset_summary": self.dataset_summary,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "artefacts": self.artefacts,
+            "versions": library_versions(),
+            "config": config,
+        }
+
+    def write(self, run_dir: Path) -> dict:
+        """Write `run_dir/results.json` (atomically, last) and return what was written."""
+        payload = self.payload()
+        write_results(run_dir, payload)
+        return payload
 
 
 def write_results(run_dir: Path, payload: dict) -> Path:
@@ -90,16 +133,6 @@ def iter_results(roots: list[Path], skipped: list[str] | None = None) -> Iterato
                 reason = f"lacks {', '.join(missing)}" if isinstance(result, dict) else "not a dict"
             if skipped is not None:
                 skipped.append(f"{file}: {reason}")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def print_metrics(metrics: dict, title: str, console: Console | None = None) -> None:

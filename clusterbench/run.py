@@ -9,16 +9,15 @@ from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from clusterbench.device import build_trainer
-from clusterbench.errors import ConfigError
+from clusterbench.core.config import build, check_config
+from clusterbench.core.device import build_trainer
+from clusterbench.core.errors import ConfigError
+from clusterbench.core.tracking import build_loggers, close_loggers, log_run
+from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.evaluate import evaluate_view
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
-from clusterbench.instantiate import build
+from clusterbench.methods.task import ClusteringTask
 from clusterbench.results import library_versions, print_metrics, write_results
-from clusterbench.task import ClusteringTask
-from clusterbench.tracking import build_loggers, close_loggers, log_run
-from clusterbench.validate import check_config
-from clusterbench.view import BenchmarkView
 
 
 def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:

@@ -46,8 +46,7 @@ def build_view(dataset: str, cache_dir: str):
     """The project's view of `dataset` (as `python -m clusterbench dataset=NAME` builds it)."""
     from hydra import compose, initialize_config_dir
 
-    from clusterbench.__main__ import CONFIG_DIR
-    from clusterbench.instantiate import build
+    from clusterbench.core.config import CONFIG_DIR, build
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"dataset={dataset}", f"paths.cache_dir={cache_dir}"])

@@ -15,8 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from clusterbench.__main__ import CONFIG_DIR
-from clusterbench.imagenet21k.tree import Tree
+from clusterbench.benchmarks.imagenet21k.tree import Tree
+from clusterbench.core.config import CONFIG_DIR
 
 os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from clusterbench.aggregate import main
+from clusterbench.report.aggregate import main
 
 
 def _result(path, seed, acc, method="kmeans", config=None, dataset="synthetic"):

@@ -1,4 +1,4 @@
-"""`python -m clusterbench.perf` at tiny sizes, and what its numbers rest on."""
+"""`python -m clusterbench perf` at tiny sizes, and what its numbers rest on."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clusterbench.perf.__main__ import main as perf_main
+from clusterbench.perf.memory_probe import measure_memory
 from clusterbench.perf.model import Shape, block_heads_for, memory_model, step_flops
-from clusterbench.perf.probe import measure_memory
 from clusterbench.perf.step import Data, FusedStep, LoopStep, make_step
 
 TINY = Shape(n=200, d=16, c=7, h=3, b=8, hidden=24, bottleneck=8, knn=5)

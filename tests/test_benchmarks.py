@@ -10,30 +10,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterbench.__main__ import CONFIG_DIR
-from clusterbench.benchmarks import coarse as coarse_module
-from clusterbench.benchmarks.coarse import coarse
-from clusterbench.benchmarks.frequency import band
-from clusterbench.benchmarks.imagenet1k import in1k_odd
-from clusterbench.benchmarks.imagenet21k import in21k
-from clusterbench.benchmarks.leaf import leaf
-from clusterbench.benchmarks.model_based import random_subset, top_k
-from clusterbench.benchmarks.real import in1k_real
-from clusterbench.benchmarks.relabel import relabel
-from clusterbench.benchmarks.summary import describe
-from clusterbench.benchmarks.synthetic import (
+from clusterbench.benchmarks.families import coarse as coarse_module
+from clusterbench.benchmarks.families.coarse import coarse
+from clusterbench.benchmarks.families.frequency import band
+from clusterbench.benchmarks.families.imagenet1k import in1k_odd
+from clusterbench.benchmarks.families.imagenet21k import in21k
+from clusterbench.benchmarks.families.leaf import leaf
+from clusterbench.benchmarks.families.model_based import random_subset, top_k
+from clusterbench.benchmarks.families.real import in1k_real
+from clusterbench.benchmarks.families.relabel import relabel
+from clusterbench.benchmarks.imagenet21k.timm import in1k_wnids
+from clusterbench.benchmarks.imagenet21k.tree import load_tree
+from clusterbench.benchmarks.imagenet21k.world import (
     SyntheticIn1kSpec,
     SyntheticIn21kSpec,
     make_spec,
     materialize_in1k,
     materialize_in21k,
 )
-from clusterbench.errors import BenchmarkFileError, ConfigError, StoreError
-from clusterbench.imagenet21k.timm import in1k_wnids
-from clusterbench.imagenet21k.tree import load_tree
+from clusterbench.benchmarks.summary import describe
+from clusterbench.core.config import CONFIG_DIR
+from clusterbench.core.errors import BenchmarkFileError, ConfigError, StoreError
+from clusterbench.data.store import FeatureStore
+from clusterbench.data.view import SampledLabels
 from clusterbench.run import run
-from clusterbench.store import FeatureStore
-from clusterbench.view import SampledLabels
 from tests.conftest import blobs, compose_config, run_module, write_store
 
 REPO = Path(__file__).resolve().parent.parent

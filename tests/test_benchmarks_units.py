@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clusterbench.benchmarks.families.real import load_real, restrict
 from clusterbench.benchmarks.hierarchy import chain_sets, mask_map, tree_view
-from clusterbench.benchmarks.real import load_real, restrict
-from clusterbench.benchmarks.synthetic import (
+from clusterbench.benchmarks.imagenet21k import rules
+from clusterbench.benchmarks.imagenet21k.timm import timm_real_labels_path
+from clusterbench.benchmarks.imagenet21k.tree import Tree
+from clusterbench.benchmarks.imagenet21k.world import (
     SyntheticIn21kSpec,
     WorldSpec,
     descendants,
@@ -18,14 +21,11 @@ from clusterbench.benchmarks.synthetic import (
     make_spec,
     node_means,
 )
-from clusterbench.errors import ConfigError
+from clusterbench.core.errors import ConfigError
+from clusterbench.data.view import LabelSets
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.evaluation.sampled import evaluate_real, sample_labels
-from clusterbench.imagenet21k import labels as rules
-from clusterbench.imagenet21k.timm import timm_real_labels_path
-from clusterbench.imagenet21k.tree import Tree
-from clusterbench.view import LabelSets
 from tests.conftest import (  # the 7-class tree fixture `tree`
     ANIMAL,
     DOG,

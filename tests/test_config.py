@@ -8,8 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from clusterbench.__main__ import CONFIG_DIR
-from clusterbench.device import build_trainer, resolve_precision
+from clusterbench.core.config import CONFIG_DIR
+from clusterbench.core.device import build_trainer, resolve_precision
 from tests.conftest import compose_config
 
 CONF = Path(CONFIG_DIR)
@@ -79,7 +79,7 @@ def test_cpu_trainer_and_offline_loggers_instantiate(tmp_path):
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    import clusterbench.device as device
+    import clusterbench.core.device as device
 
     assert resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit values pass through
     monkeypatch.setattr(device, "fast_bf16", lambda accelerator: accelerator == "cpu")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from clusterbench.errors import ClusterbenchError, ConfigError, TrainingDiverged
+from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.run import run
 from tests.conftest import compose_config
 

@@ -1,4 +1,4 @@
-"""`python -m clusterbench.extract`: stores equal a plain forward, survive kill -9, feed the
+"""`python -m clusterbench extract`: stores equal a plain forward, survive kill -9, feed the
 benchmarks (dataset=custom, ReaL by file name); bad input fails with one clear line.
 
 Offline: random-weight tiny models (timm test_vit, a shrunken open_clip ViT) on generated images.
@@ -26,17 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from rich.console import Console
 
-from clusterbench.benchmarks.real import in1k_real, real_rows
-from clusterbench.errors import BenchmarkFileError, ConfigError, ExtractionError
-from clusterbench.extract.__main__ import extractor_problem, known_extractors
-from clusterbench.extract.images import list_images, load_rgb, to_rgb
-from clusterbench.extract.keymaps import load_into
-from clusterbench.extract.run import extract
-from clusterbench.extract.writer import WorkDir
-from clusterbench.fingerprint import digest
-from clusterbench.imagenet21k.timm import in1k_wnids
+from clusterbench.benchmarks.families.real import in1k_real, real_rows
+from clusterbench.benchmarks.imagenet21k.timm import in1k_wnids
+from clusterbench.core.errors import BenchmarkFileError, ConfigError, ExtractionError
+from clusterbench.core.fingerprint import digest
+from clusterbench.data.store import FeatureStore
+from clusterbench.producers.extract.__main__ import extractor_problem, known_extractors
+from clusterbench.producers.extract.images import list_images, load_rgb, to_rgb
+from clusterbench.producers.extract.keymaps import load_into
+from clusterbench.producers.extract.run import extract
+from clusterbench.producers.extract.writer import WorkDir
 from clusterbench.run import run
-from clusterbench.store import FeatureStore
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def make_tree(root: Path) -> Path:
 
 
 def compose_extract(tmp_path: Path, overrides: list[str], name: str = "extract") -> DictConfig:
-    """The config `python -m clusterbench.extract <overrides>` runs (name="config":
+    """The config `python -m clusterbench extract <overrides>` runs (name="config":
     `python -m clusterbench`), with outputs in tmp_path."""
     return compose_config(tmp_path, overrides, name)
 
@@ -206,7 +206,7 @@ def test_kill_then_rerun_gives_an_identical_store(
 ) -> None:
     store = tmp_path / "store"
     args = timm_args(tree, weights, store, workers=1)
-    killed = cli("clusterbench.extract", *args, "stop_after_shards=2", cwd=tmp_path)
+    killed = cli("clusterbench.producers.extract", *args, "stop_after_shards=2", cwd=tmp_path)
     assert killed.returncode == -9, killed.stderr
     work = tmp_path / "store.partial"
     assert not store.exists() and len(list((work / "shards").glob("*.npy"))) == 2
@@ -273,7 +273,7 @@ def test_unknown_extractor_lists_the_known_ones() -> None:
 
 
 def test_unknown_extractor_fails_in_one_line(tmp_path: Path) -> None:
-    proc = cli("clusterbench.extract", "extractor=nope", "store=x", cwd=tmp_path)
+    proc = cli("clusterbench.producers.extract", "extractor=nope", "store=x", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown extractor 'nope'; known: clip_vitb32")
     assert len(proc.stderr.strip().splitlines()) == 1

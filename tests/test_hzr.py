@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterbench.imagenet21k.tree import Tree, load_tree
-from clusterbench.rows import FeatureRows
-from clusterbench.zeroshot.refine import refine
+from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
+from clusterbench.data.rows import FeatureRows
+from clusterbench.producers.zeroshot.refine import refine
 from tests.conftest import (
     ANIMAL,
     DOG,
@@ -101,7 +101,7 @@ def compose_hzr(tmp_path: Path, overrides: list[str], name: str = "hzr"):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from clusterbench.__main__ import CONFIG_DIR
+    from clusterbench.core.config import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -113,7 +113,7 @@ def compose_hzr(tmp_path: Path, overrides: list[str], name: str = "hzr"):
 def synthetic_embeddings(path: Path) -> Path:
     """Class embeddings that know the synthetic world: its class means (roots sit at 0, so a
     little noise keeps every row non-zero)."""
-    from clusterbench.benchmarks.synthetic import SyntheticIn21kSpec, make_spec, node_means
+    from clusterbench.benchmarks.imagenet21k.world import SyntheticIn21kSpec, make_spec, node_means
 
     tree = load_tree()
     means = node_means(tree, make_spec(SyntheticIn21kSpec, SMALL))[: tree.num_classes]
@@ -123,13 +123,13 @@ def synthetic_embeddings(path: Path) -> Path:
 
 
 def test_hzr_command_on_the_synthetic_store_then_p_hzr_reads_it(tmp_path, single_thread):
-    from clusterbench.benchmarks.relabel import relabel
+    from clusterbench.benchmarks.families.relabel import relabel
 
     emb = synthetic_embeddings(tmp_path / "emb.npy")
     out, cache = tmp_path / "rel", tmp_path / "cache"
     small = [f"dataset.synthetic.{k}={v}" for k, v in SMALL.items()]
     proc = run_module(
-        "clusterbench.hzr",
+        "clusterbench.producers.zeroshot.hzr",
         "dataset.base=synthetic",
         *small,
         f"zeroshot.text_embeddings={emb}",
@@ -182,9 +182,9 @@ def in21k_like_store(root: Path, dim: int = 8) -> tuple[Path, np.ndarray]:
 
 
 def test_hzr_writes_where_the_benchmark_looks_and_never_replaces_silently(tmp_path, single_thread):
-    from clusterbench.benchmarks.relabel import relabel
-    from clusterbench.errors import ConfigError
-    from clusterbench.hzr import run_hzr
+    from clusterbench.benchmarks.families.relabel import relabel
+    from clusterbench.core.errors import ConfigError
+    from clusterbench.producers.zeroshot.hzr import run_hzr
 
     store, emb = in21k_like_store(tmp_path / "store")
     np.save(tmp_path / "emb.npy", emb)
@@ -207,8 +207,8 @@ def test_hzr_writes_where_the_benchmark_looks_and_never_replaces_silently(tmp_pa
 
 
 def test_bad_class_embedding_files_are_refused_in_one_line(tmp_path, single_thread):
-    from clusterbench.errors import BenchmarkFileError, ConfigError
-    from clusterbench.hzr import run_hzr
+    from clusterbench.core.errors import BenchmarkFileError, ConfigError
+    from clusterbench.producers.zeroshot.hzr import run_hzr
 
     store, emb = in21k_like_store(tmp_path / "store")
     cases = {
@@ -236,7 +236,10 @@ def test_bad_class_embedding_files_are_refused_in_one_line(tmp_path, single_thre
 def test_a_store_without_a_text_tower_points_to_text_embeddings(tmp_path):
     store, _ = in21k_like_store(tmp_path / "store")
     proc = run_module(
-        "clusterbench.hzr", f"dataset.base={store}", "extractor=dino_vitb16", cwd=tmp_path
+        "clusterbench.producers.zeroshot.hzr",
+        f"dataset.base={store}",
+        "extractor=dino_vitb16",
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
@@ -254,8 +257,8 @@ TINY_CLIP = (
 @pytest.mark.parametrize("lemma", ["majority", "mean"])
 def test_open_clip_text_tower_end_to_end_into_p_hzr(tmp_path, lemma, single_thread):
     """A random-init open_clip text tower (offline) on the real lemmas of a few classes."""
-    from clusterbench.benchmarks.relabel import relabel
-    from clusterbench.hzr import run_hzr
+    from clusterbench.benchmarks.families.relabel import relabel
+    from clusterbench.producers.zeroshot.hzr import run_hzr
 
     store, _ = in21k_like_store(tmp_path / "store")
     args = [
@@ -285,8 +288,8 @@ def test_open_clip_text_tower_end_to_end_into_p_hzr(tmp_path, lemma, single_thre
     cfg = compose_hzr(
         tmp_path, [f"dataset.base={store}", "extractor=open_clip", "extractor.arch=ViT-B-32"]
     )
-    from clusterbench.errors import ConfigError
-    from clusterbench.hzr import run_hzr
+    from clusterbench.core.errors import ConfigError
+    from clusterbench.producers.zeroshot.hzr import run_hzr
 
     with pytest.raises(ConfigError, match="timm model .*no text tower.*zeroshot.text_embeddings"):
         run_hzr(cfg, tmp_path / "run")
@@ -295,7 +298,7 @@ def test_open_clip_text_tower_end_to_end_into_p_hzr(tmp_path, lemma, single_thre
 def test_example_grid_shows_relabelled_images(tmp_path, single_thread):
     from PIL import Image
 
-    from clusterbench.hzr import run_hzr
+    from clusterbench.producers.zeroshot.hzr import run_hzr
 
     store, emb = in21k_like_store(tmp_path / "store")
     np.save(tmp_path / "emb.npy", emb)

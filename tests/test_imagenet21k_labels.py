@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clusterbench.benchmarks.imagenet21k import rules
+from clusterbench.benchmarks.imagenet21k.tree import Tree
 from clusterbench.evaluation.metrics import in_label_sets
-from clusterbench.imagenet21k import labels as rules
-from clusterbench.imagenet21k.tree import Tree
 
 # --- tree-based ----------------------------------------------------------------------------
 from tests.conftest import (  # the 7-class tree fixture `tree`

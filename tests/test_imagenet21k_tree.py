@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterbench.imagenet21k import labels as rules
-from clusterbench.imagenet21k.build_tree import (
+from clusterbench.benchmarks.imagenet21k import rules
+from clusterbench.benchmarks.imagenet21k.build_tree import (
     Synset,
     build_tree,
     choose_parent,
@@ -19,8 +19,8 @@ from clusterbench.imagenet21k.build_tree import (
     read_lemmas,
     read_lines,
 )
-from clusterbench.imagenet21k.timm import LEMMAS, W21_SYNSETS, timm_info_file
-from clusterbench.imagenet21k.tree import (
+from clusterbench.benchmarks.imagenet21k.timm import LEMMAS, W21_SYNSETS, timm_info_file
+from clusterbench.benchmarks.imagenet21k.tree import (
     Tree,
     TreeFileError,
     default_tree_path,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clusterbench.datasets import store
-from clusterbench.errors import ConfigError
+from clusterbench.core.errors import ConfigError
+from clusterbench.data.datasets import store
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.methods.kmeans import SphericalKMeans
+from clusterbench.methods.task import ClusteringTask
 from clusterbench.run import resolve_num_clusters
-from clusterbench.task import ClusteringTask
 
 
 def _task(view, k, tmp_path, seed=0):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from clusterbench.data.view import LabelSets
 from clusterbench.evaluation.metrics import evaluate, hungarian_mapping, in_label_sets
 from clusterbench.evaluation.predictions import Predictions
-from clusterbench.view import LabelSets
 
 
 def test_permuted_clusters_give_perfect_scores():

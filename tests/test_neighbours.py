@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from clusterbench import neighbours as nb
-from clusterbench.errors import ConfigError
-from clusterbench.rows import FeatureRows
+from clusterbench.core.errors import ConfigError
+from clusterbench.data.rows import FeatureRows
 
 
 def brute_force(x: np.ndarray, k: int) -> np.ndarray:

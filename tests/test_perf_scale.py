@@ -1,4 +1,4 @@
-"""The million-row benchmark (`python -m clusterbench.perf scale`): its pieces and a quick run."""
+"""The million-row benchmark (`python -m clusterbench perf scale`): its pieces and a quick run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from clusterbench.instantiate import build
+from clusterbench.core.config import build
+from clusterbench.data.rows import FeatureRows
 from clusterbench.neighbours import NeighbourCache, build_index, ivf_nlist, resolve_index
 from clusterbench.perf.__main__ import main as perf_main
 from clusterbench.perf.scale import (
@@ -18,7 +19,6 @@ from clusterbench.perf.scale import (
     mixture_on_sphere,
     recall,
 )
-from clusterbench.rows import FeatureRows
 from tests.conftest import compose_config
 
 

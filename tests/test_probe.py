@@ -12,18 +12,28 @@ import torch
 from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
-from clusterbench.benchmarks.model_based import classes_digest, fallback_dir, top_k
-from clusterbench.benchmarks.synthetic import SyntheticIn21kSpec, make_spec, materialize_in21k
-from clusterbench.errors import BenchmarkFileError, ConfigError
-from clusterbench.imagenet21k import labels as rules
-from clusterbench.imagenet21k.tree import load_tree
-from clusterbench.instantiate import build
+from clusterbench.benchmarks.families.model_based import classes_digest, fallback_dir, top_k
+from clusterbench.benchmarks.imagenet21k import rules
+from clusterbench.benchmarks.imagenet21k.tree import load_tree
+from clusterbench.benchmarks.imagenet21k.world import (
+    SyntheticIn21kSpec,
+    make_spec,
+    materialize_in21k,
+)
+from clusterbench.core.config import build
+from clusterbench.core.errors import BenchmarkFileError, ConfigError
+from clusterbench.data.store import FeatureStore
 from clusterbench.perf import probing as bench
-from clusterbench.probe.grid import Cell, ProbeSettings, StackedLinear, StackedSGD, train_probes
-from clusterbench.probe.run import edge_note
-from clusterbench.probe.run import run as probe_run
+from clusterbench.producers.probe.grid import (
+    Cell,
+    ProbeSettings,
+    StackedLinear,
+    StackedSGD,
+    train_probes,
+)
+from clusterbench.producers.probe.run import edge_note
+from clusterbench.producers.probe.run import run as probe_run
 from clusterbench.run import run as cluster_run
-from clusterbench.store import FeatureStore
 from tests.conftest import blobs, compose_config, run_module, write_store
 
 TINY_IN21K = {"num_train": 26125, "val_per_class": 1, "dim": 16}
@@ -252,7 +262,11 @@ def test_nan_features_fail_with_one_line(tmp_path: Path) -> None:
     store = write_store(tmp_path / "s", x, y, x.copy(), y)
     args = ["dataset=custom", f"dataset.path={store}", "dataset.check_finite=false"]
     result = run_module(
-        "clusterbench.probe", *args, f"paths.root_dir={tmp_path}", cwd=tmp_path, OMP_NUM_THREADS="1"
+        "clusterbench.producers.probe",
+        *args,
+        f"paths.root_dir={tmp_path}",
+        cwd=tmp_path,
+        OMP_NUM_THREADS="1",
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

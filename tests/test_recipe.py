@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.datasets import digits
+from clusterbench.data.datasets import digits
 from clusterbench.methods.self_distillation.heads import FusedHeads
 from clusterbench.methods.self_distillation.module import (
     SelfDistillationClustering,

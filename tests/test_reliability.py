@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.errors import ConfigError, StoreError
-from clusterbench.fingerprint import fingerprint_files
+from clusterbench.core.errors import ConfigError, StoreError
+from clusterbench.core.fingerprint import fingerprint_files
+from clusterbench.data.rows import normalize_rows
+from clusterbench.data.store import FeatureStore
 from clusterbench.methods.self_distillation.heads import InputNorm
-from clusterbench.rows import normalize_rows
 from clusterbench.run import run
-from clusterbench.store import FeatureStore
 from tests.conftest import blobs, compose_config, run_module, write_store
 
 TINY = ["method.num_heads=2", "method.hidden_dim=32", "method.bottleneck_dim=16", "method.knn=5",

@@ -1,4 +1,4 @@
-"""`python -m clusterbench.report`: a miniature sweep through the real entry point becomes
+"""`python -m clusterbench report`: a miniature sweep through the real entry point becomes
 tables whose cells are the seeds' mean ± std, figures, and a list of the runs that failed."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from clusterbench.core.tracking import log_run
 from clusterbench.report.__main__ import main as report_main
 from clusterbench.report.paper import paper_tables
-from clusterbench.tracking import log_run
 from tests.conftest import blobs, compose_config, run_module, write_store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.errors import ConfigError
+from clusterbench.core.errors import ConfigError
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import AnchorBatchSampler, NeighbourPairDataModule
 from clusterbench.methods.self_distillation.schedules import (

@@ -13,16 +13,16 @@ from scipy.stats import linregress
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
-from clusterbench.errors import ConfigError
-from clusterbench.instantiate import build
-from clusterbench.separability import plot
-from clusterbench.separability.metrics import (
+from clusterbench.core.config import build
+from clusterbench.core.errors import ConfigError
+from clusterbench.producers.separability import plot
+from clusterbench.producers.separability.metrics import (
     davies_bouldin,
     l_align,
     silhouette,
     silhouette_rows,
 )
-from clusterbench.separability.run import run
+from clusterbench.producers.separability.run import run
 from tests.conftest import blobs, write_store
 from tests.test_probe import compose_probe
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clusterbench.errors import StoreError
-from clusterbench.store import FeatureStore
+from clusterbench.core.errors import StoreError
+from clusterbench.data.store import FeatureStore
 from tests.conftest import write_store
 
 
@@ -117,7 +117,7 @@ def test_corrupt_npy(tmp_path):
 
 
 def test_finite_scan_is_remembered_per_fingerprint(tmp_path, monkeypatch):
-    import clusterbench.store as store_module
+    import clusterbench.data.store as store_module
 
     root = write_store(tmp_path / "s", *_arrays())
     calls = []

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from clusterbench.datasets import synthetic
-from clusterbench.errors import ConfigError
+from clusterbench.core.errors import ConfigError
+from clusterbench.data.datasets import synthetic
+from clusterbench.data.synthetic import SyntheticSpec, generate, materialize
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.methods.kmeans import SphericalKMeans
-from clusterbench.synthetic import SyntheticSpec, generate, materialize
-from clusterbench.task import ClusteringTask
+from clusterbench.methods.task import ClusteringTask
 
 SMALL = dict(num_classes=12, num_superclasses=3, num_train=1200, num_val=300, dim=16)
 

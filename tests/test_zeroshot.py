@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterbench.errors import ConfigError
-from clusterbench.rows import FeatureRows
-from clusterbench.zeroshot.__main__ import run_zeroshot
-from clusterbench.zeroshot.classify import candidate_groups, classify
-from clusterbench.zeroshot.text import lemmas
+from clusterbench.core.errors import ConfigError
+from clusterbench.data.rows import FeatureRows
+from clusterbench.producers.zeroshot.classify import candidate_groups, classify
+from clusterbench.producers.zeroshot.run import run_zeroshot
+from clusterbench.producers.zeroshot.text import lemmas
 from tests.conftest import ANIMAL, DOG, ORGANISM, PUPPY, SLED_DOG, SUN, TOOL, run_module
 from tests.test_hzr import SMALL, compose_hzr, synthetic_embeddings
 
@@ -82,7 +82,7 @@ def test_zeroshot_command_on_the_synthetic_store(tmp_path, single_thread):
     emb = synthetic_embeddings(tmp_path / "emb.npy")
     run = tmp_path / "run"
     proc = run_module(
-        "clusterbench.zeroshot",
+        "clusterbench.producers.zeroshot",
         "dataset=synthetic_in21k",
         *(f"dataset.synthetic.{k}={v}" for k, v in SMALL.items()),
         f"zeroshot.text_embeddings={emb}",

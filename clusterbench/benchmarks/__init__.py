@@ -8,5 +8,5 @@ One module per family, each a Hydra `_target_` of `conf/dataset/<name>.yaml`:
 - `model_based`: clip_1k, dinov2_1k, sup_1k, random_1k, union_1k.
 `source` resolves the base store (real features or the synthetic stand-in in `synthetic`),
 `hierarchy` turns tree class maps into views with ancestor label sets, `cache` stores built
-views on disk, `summary` describes a view (`python -m clusterbench.benchmarks dataset=NAME`).
+views on disk, `summary` describes a view (`python -m clusterbench benchmarks dataset=NAME`).
 """

@@ -1,4 +1,4 @@
-"""`python -m clusterbench.benchmarks dataset=NAME [overrides]`: build a benchmark, describe it.
+"""`python -m clusterbench benchmarks dataset=NAME [overrides]`: build a benchmark, describe it.
 
 Uses the same conf/ as `python -m clusterbench`. Prints a readable summary, then (last line)
 the same summary as one-line JSON, also written to `benchmark.json` in the run directory.
@@ -7,36 +7,31 @@ the same summary as one-line JSON, also written to `benchmark.json` in the run d
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-from clusterbench.__main__ import CONFIG_DIR
-from clusterbench.errors import ClusterbenchError
-from clusterbench.instantiate import build
+from clusterbench.core.cli import command
+from clusterbench.core.config import build
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
-    from clusterbench.atomic import write_json_atomic
+def describe_benchmark(cfg: DictConfig, run_dir: Path, console: object = None) -> dict:
+    """Build the configured benchmark view and describe it (printed, and benchmark.json)."""
     from clusterbench.benchmarks.summary import describe, render
+    from clusterbench.core.atomic import write_json_atomic
 
-    try:
-        info = describe(build(cfg.dataset))
-    except (ClusterbenchError, OmegaConfBaseException) as exc:
-        print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, greppable in job logs
-        sys.exit(2)
-    out = Path(HydraConfig.get().runtime.output_dir) / "benchmark.json"
+    info = describe(build(cfg.dataset))
+    out = run_dir / "benchmark.json"
     write_json_atomic(out, info)
     print(render(info))
     print(f"written          {out}")
     print(json.dumps(info), flush=True)
     return info
 
+
+main = command(
+    "benchmarks", "clusterbench.benchmarks.__main__:describe_benchmark", config_name="config"
+)
 
 if __name__ == "__main__":
     main()

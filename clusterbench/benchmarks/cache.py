@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clusterbench.atomic import write_dir_atomically
-from clusterbench.fingerprint import digest, fingerprint_files
-from clusterbench.imagenet21k.tree import default_tree_path
-from clusterbench.view import BenchmarkView, LabelSets
+from clusterbench.benchmarks.imagenet21k.tree import default_tree_path
+from clusterbench.core.atomic import write_dir_atomically
+from clusterbench.core.fingerprint import digest, fingerprint_files
+from clusterbench.data.view import BenchmarkView, LabelSets
 
 if TYPE_CHECKING:
     from clusterbench.benchmarks.source import BaseStore

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from clusterbench.benchmarks.cache import ViewArrays
-from clusterbench.imagenet21k import labels as rules
-from clusterbench.imagenet21k.tree import Tree
+from clusterbench.benchmarks.imagenet21k import rules
+from clusterbench.benchmarks.imagenet21k.tree import Tree
 
 
 def chain_sets(tree: Tree, to_view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 `dataset.base` picks the store:
 - a path: real features (ImageNet-21K for the tree benchmarks, ImageNet-1K for in1k*);
-- `synthetic`: the generated stand-in (`clusterbench.benchmarks.synthetic`) at `dataset.synthetic`
+- `synthetic`: the generated stand-in (`clusterbench.benchmarks.imagenet21k.world`) at `dataset.synthetic`
   scale, whatever the extractor;
 - null (default): the named features at `dataset.path` (<features_root>/<source>/<extractor>)
   when an extractor is chosen, else the synthetic stand-in, so every benchmark runs out of
@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterbench.benchmarks.synthetic import (
+from clusterbench.benchmarks.imagenet21k.timm import in1k_wnids
+from clusterbench.benchmarks.imagenet21k.tree import load_tree
+from clusterbench.benchmarks.imagenet21k.world import (
     SyntheticIn1kSpec,
     SyntheticIn21kSpec,
     make_spec,
     materialize_in1k,
     materialize_in21k,
 )
-from clusterbench.errors import ConfigError, StoreError
-from clusterbench.imagenet21k.timm import in1k_wnids
-from clusterbench.imagenet21k.tree import load_tree
-from clusterbench.store import FeatureStore
+from clusterbench.core.errors import ConfigError, StoreError
+from clusterbench.data.store import FeatureStore
 
 FAMILIES = ("in21k", "in1k")
 FAMILY_TITLE = {"in21k": "ImageNet-21K-P classes", "in1k": "ImageNet-1K classes"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clusterbench.imagenet21k.tree import load_tree
-from clusterbench.view import BenchmarkView
+from clusterbench.benchmarks.imagenet21k.tree import load_tree
+from clusterbench.data.view import BenchmarkView
 
 
 def describe(view: BenchmarkView) -> dict:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.evaluation.sampled import evaluate_real
-from clusterbench.view import BenchmarkView
 
 
 def evaluate_view(predictions: Predictions, view: BenchmarkView) -> dict:

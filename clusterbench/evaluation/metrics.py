@@ -16,8 +16,8 @@ from scipy.sparse import coo_matrix
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torchmetrics.functional.classification import binary_calibration_error
 
+from clusterbench.data.view import LabelSets
 from clusterbench.evaluation.predictions import Predictions
-from clusterbench.view import LabelSets
 
 ECE_BINS = 15
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from clusterbench.data.view import LabelSets
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.evaluation.predictions import Predictions
-from clusterbench.view import LabelSets
 
 ACCURACIES = ("acc", "top5_acc", "top1_L_acc", "top5_L_acc", "nmi", "ari")
 

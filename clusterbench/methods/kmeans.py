@@ -12,12 +12,12 @@ import time
 import faiss
 import numpy as np
 
-from clusterbench.device import faiss_uses_gpu
-from clusterbench.errors import ConfigError
+from clusterbench.core.device import faiss_uses_gpu
+from clusterbench.core.errors import ConfigError
+from clusterbench.core.progress import progress, status
+from clusterbench.data.rows import normalize_rows
 from clusterbench.evaluation.predictions import Predictions
-from clusterbench.progress import progress, status
-from clusterbench.rows import normalize_rows
-from clusterbench.task import ClusteringTask
+from clusterbench.methods.task import ClusteringTask
 
 
 class SphericalKMeans:

@@ -1,4 +1,4 @@
-"""The speed and memory tool (`make bench` = `python -m clusterbench.perf`).
+"""The speed and memory tool (`make bench` = `python -m clusterbench perf`).
 
 model.py     problem shapes, FLOP count of a step, the exact memory model of the fused step
 step.py      the timed steps: fused, the per-head reference loop, GEMM rate, a Lightning fit

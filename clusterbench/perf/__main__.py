@@ -1,9 +1,9 @@
 """Training-step throughput and memory of the TEMI / SCANv2 heads: fused vs a per-head loop.
 
-    python -m clusterbench.perf [--quick] [--device cpu|cuda] [--out PATH]
-    python -m clusterbench.perf extract [...]   feature extraction (clusterbench.perf.extract)
-    python -m clusterbench.perf probing [...]   the stacked probe grid (clusterbench.perf.probing)
-    python -m clusterbench.perf scale [...]     IVF kNN + k-means at 1M rows (clusterbench.perf.scale)
+    python -m clusterbench perf [--quick] [--device cpu|cuda] [--out PATH]
+    python -m clusterbench perf extract [...]   feature extraction (clusterbench.perf.extract)
+    python -m clusterbench perf probing [...]   the stacked probe grid (clusterbench.perf.probing)
+    python -m clusterbench perf scale [...]     IVF kNN + k-means at 1M rows (clusterbench.perf.scale)
 
 A step is one full training step as in `SelfDistillationClustering`: gather B anchor and B
 neighbour rows from an (N, D) feature matrix held on the device, student and teacher forward on
@@ -39,8 +39,14 @@ from pathlib import Path
 
 import torch
 
-from clusterbench.memory import retain_freed_memory
+from clusterbench.core.malloc import retain_freed_memory
 from clusterbench.methods.self_distillation.module import LOSSES
+from clusterbench.perf.memory_probe import (
+    _probe,
+    measure_memory,
+    measure_memory_subprocess,
+    memory_scaling,
+)
 from clusterbench.perf.model import (
     FULL,
     GIB,
@@ -50,12 +56,6 @@ from clusterbench.perf.model import (
     block_heads_for,
     memory_model,
     step_flops,
-)
-from clusterbench.perf.probe import (
-    _probe,
-    measure_memory,
-    measure_memory_subprocess,
-    memory_scaling,
 )
 from clusterbench.perf.step import (
     Data,
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return probing_main(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="python -m clusterbench.perf",
+        prog="python -m clusterbench perf",
         description="Throughput and memory of the fused TEMI / SCANv2 heads vs a per-head loop.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")

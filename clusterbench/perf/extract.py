@@ -1,9 +1,9 @@
 """Extraction throughput: the whole pipeline against the bare model forward, in one run.
 
-    python -m clusterbench.perf extract [--arch resnet18] [--images 384] [--batch-size 32]
+    python -m clusterbench perf extract [--arch resnet18] [--images 384] [--batch-size 32]
                                         [--workers auto] [--device cpu|cuda] [--quick]
 
-pipeline  `clusterbench.extract.run.extract` on a generated ImageFolder of JPEGs (500 x 375,
+pipeline  `clusterbench.producers.extract.run.extract` on a generated ImageFolder of JPEGs (500 x 375,
           ImageNet's typical size): DataLoader workers decode and transform, Lightning
           predicts, shards are written and the store assembled. Images/s counts the predict
           loop in steady state (the intervals between the ends of consecutive full train
@@ -89,7 +89,7 @@ def _config(root: Path, store: Path, arch: str, batch_size: int, workers, device
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from clusterbench.__main__ import CONFIG_DIR
+    from clusterbench.core.config import CONFIG_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -137,7 +137,7 @@ def _sync(device) -> None:
 
 def decode_rate(root: Path, files: list[str], transform, limit: int = 64) -> float:
     """Images/s of load_rgb + transform on one core (this process, one image at a time)."""
-    from clusterbench.extract.images import load_rgb
+    from clusterbench.producers.extract.images import load_rgb
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -161,9 +161,9 @@ def run(
     keep: Path | None = None,
 ) -> dict:
     """All measurements; returns the JSON-ready report."""
-    from clusterbench.extract.images import list_images, load_rgb
-    from clusterbench.extract.models import build_backbone
-    from clusterbench.extract.run import extract
+    from clusterbench.producers.extract.images import list_images, load_rgb
+    from clusterbench.producers.extract.models import build_backbone
+    from clusterbench.producers.extract.run import extract
 
     os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")
     load_before = os.getloadavg()
@@ -251,7 +251,7 @@ def format_report(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clusterbench.perf extract",
+        prog="python -m clusterbench perf extract",
         description="Extraction pipeline images/s against the bare model forward.",
     )
     parser.add_argument("--arch", default="resnet18", help="timm model (random weights)")

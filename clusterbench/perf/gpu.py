@@ -92,7 +92,7 @@ def section_step(device: torch.device, dry_run: bool) -> dict:
 
 def section_memory(device: torch.device, dry_run: bool) -> dict:
     """Peak memory of a SCANv2 step at the paper's largest setting, fp32 and bf16 autocast."""
-    from clusterbench.perf.probe import measure_memory
+    from clusterbench.perf.memory_probe import measure_memory
 
     out = {}
     for bf16 in (False, True):
@@ -146,10 +146,10 @@ def section_faiss(device: torch.device, dry_run: bool) -> dict:
 
     from clusterbench.evaluation.metrics import evaluate
     from clusterbench.methods.kmeans import SphericalKMeans
+    from clusterbench.methods.task import ClusteringTask
     from clusterbench.neighbours import NeighbourIndex
     from clusterbench.perf.scale import QUICK as QUICK_MIXTURE
     from clusterbench.perf.scale import MixtureSpec, make_view, mixture_on_sphere
-    from clusterbench.task import ClusteringTask
 
     faiss_device = "cuda" if device.type == "cuda" else "cpu"
     if faiss_device == "cuda" and not getattr(faiss, "get_num_gpus", lambda: 0)():
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from clusterbench.cli import quiet_libraries
+    from clusterbench.core.cli import quiet_libraries
 
     quiet_libraries()
     device = torch.device("cpu" if args.dry_run else "cuda")

@@ -1,5 +1,5 @@
 """Problem shapes, the FLOP count of a training step and the exact memory model of the
-fused step: what `python -m clusterbench.perf` measures against."""
+fused step: what `python -m clusterbench perf` measures against."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     python -m clusterbench.perf.probing [--quick] [--device cpu|cuda] [--threads N] [--out PATH]
 
-Both sides run `clusterbench.probe.grid.train_probes`, the code `python -m clusterbench.probe`
+Both sides run `clusterbench.producers.probe.grid.train_probes`, the code `python -m clusterbench probe`
 runs, on the same resident features and labels, seed and epochs: once with all 18 grid cells
 stacked, then once per cell (P = 1), one after the other; best of `--rounds` interleaved rounds. The ratio of the times is the gain of
 training the grid at once; the weights agree (reported as the largest difference).
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from clusterbench.probe.grid import ProbeSettings, train_probes
+from clusterbench.producers.probe.grid import ProbeSettings, train_probes
 
 os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")
 

@@ -1,6 +1,6 @@
 """A million rows on a CPU: IVF kNN recall and time against exact search, then kNN + k-means.
 
-    python -m clusterbench.perf scale [--rows 1000000] [--dim 384] [--clusters 1000]
+    python -m clusterbench perf scale [--rows 1000000] [--dim 384] [--clusters 1000]
                                       [--queries 10000] [--nlist 1024,2048,4096]
                                       [--nprobe 4,8,16,32,64] [--e2e defaults|auto|off]
                                       [--out outputs/scale_results.json] [--quick]
@@ -37,17 +37,18 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from clusterbench.core.config import CONFIG_DIR
+from clusterbench.data.rows import FeatureRows, normalize_rows
+from clusterbench.data.store import FeatureStore, StoreSplit
+from clusterbench.data.synthetic import class_counts
+from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.methods.kmeans import SphericalKMeans
+from clusterbench.methods.task import ClusteringTask
 from clusterbench.neighbours import NeighbourIndex, build_index, drop_self, ivf_nlist
 from clusterbench.perf.__main__ import machine_info
-from clusterbench.rows import FeatureRows, normalize_rows
-from clusterbench.store import FeatureStore, StoreSplit
-from clusterbench.synthetic import class_counts
-from clusterbench.task import ClusteringTask
-from clusterbench.view import BenchmarkView
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(CONFIG_DIR)
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,7 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clusterbench.perf scale",
+        prog="python -m clusterbench perf scale",
         description="IVF recall and time against exact search, then kNN + k-means, at 1M rows.",
     )
     parser.add_argument("--rows", type=int, help="rows (1,000,000)")

@@ -1,4 +1,4 @@
-"""`python -m clusterbench.report SWEEP_DIR... [--out DIR]`
+"""`python -m clusterbench report SWEEP_DIR... [--out DIR]`
 
 Reads every results.json under the given directories (clustering sweeps, and the probing,
 separability and zero-shot runs) and writes into DIR (default: SWEEP_DIR/report):
@@ -78,7 +78,7 @@ def report(dirs: list[Path], out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clusterbench.report",
+    parser = argparse.ArgumentParser(prog="python -m clusterbench report",
                                      description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
     parser.add_argument("--out", type=Path, help="where to write (default: SWEEP_DIR/report)")

@@ -5,7 +5,7 @@ A job directory is one Hydra wrote (it holds `.hydra/`); one without results.jso
 missing run (failed, killed or still running), reported with what its config says it was.
 Submitit's own logs (`.submitit/`) name jobs that failed before Hydra made their directory.
 The grouping by experiment (everything in the config except the seed and where outputs go)
-is what `python -m clusterbench.aggregate` prints, and what keeps two settings apart in a cell.
+is what `python -m clusterbench aggregate` prints, and what keeps two settings apart in a cell.
 """
 
 from __future__ import annotations

@@ -207,8 +207,8 @@ def figure3(runs: list[Run], out: Path) -> list[Path]:
 
 
 def figure4(runs: list[Run], out: Path) -> list[Path]:
-    """Separability metrics against probe accuracy with R² (clusterbench.separability.plot)."""
-    from clusterbench.separability.plot import fit, pair, plot
+    """Separability metrics against probe accuracy with R² (clusterbench.producers.separability.plot)."""
+    from clusterbench.producers.separability.plot import fit, pair, plot
 
     points = pair([r.result for r in runs if r.method in (PROBING, SEPARABILITY)])
     if len(points) < 3:
@@ -284,7 +284,7 @@ def figure7(runs: list[Run], out: Path) -> list[Path]:
         paths.append(reliability_diagram(merged[0], merged[1], out / f"figure7_{candidates}.png",
                                          title))  # fmt: skip
     if not paths:
-        raise Missing("no zero-shot results (python -m clusterbench.zeroshot)")
+        raise Missing("no zero-shot results (python -m clusterbench zeroshot)")
     return paths
 
 

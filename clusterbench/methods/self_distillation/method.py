@@ -18,13 +18,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from clusterbench.errors import ClusterbenchError, ConfigError, TrainingDiverged
+from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
+from clusterbench.core.progress import enabled as progress_enabled
+from clusterbench.core.training_progress import RunProgressBar, RunTimeEstimate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
-from clusterbench.progress import enabled as progress_enabled
-from clusterbench.task import ClusteringTask
-from clusterbench.training_progress import RunProgressBar, RunTimeEstimate
+from clusterbench.methods.task import ClusteringTask
 
 log = logging.getLogger(__name__)
 

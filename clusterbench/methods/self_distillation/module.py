@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clusterbench.errors import ConfigError
-from clusterbench.memory import retain_freed_memory
+from clusterbench.core.errors import ConfigError
+from clusterbench.core.malloc import retain_freed_memory
+from clusterbench.core.progress import progress
+from clusterbench.data.rows import Rows, as_rows, chunks
 from clusterbench.methods.self_distillation.ema import MomentumTeacher
 from clusterbench.methods.self_distillation.fused import (
     ACCELERATOR_BLOCK_ELEMENTS,
@@ -47,8 +49,6 @@ from clusterbench.methods.self_distillation.objectives import (
     TemiObjective,
 )
 from clusterbench.methods.self_distillation.schedules import cosine_schedule, linear_warmup
-from clusterbench.progress import progress
-from clusterbench.rows import Rows, as_rows, chunks
 
 LOSSES = ("temi", "scanv2")
 REFERENCE_BATCH = 256  # learning rates are given for this batch size (linear scaling rule)

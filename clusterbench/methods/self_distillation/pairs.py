@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from clusterbench.errors import ConfigError
-from clusterbench.rows import Rows, as_rows, to_device
+from clusterbench.core.errors import ConfigError
+from clusterbench.data.rows import Rows, as_rows, to_device
 
 ArrayLike = np.ndarray | Tensor
 

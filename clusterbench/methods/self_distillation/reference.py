@@ -3,7 +3,7 @@
 One `nn.Sequential` per head (its last layer weight-normed by
 `torch.nn.utils.parametrizations.weight_norm`), the heads run one after the other with autograd
 through `temi_loss` / `scan_loss`. Tests compare the fused module with it (forward, losses,
-gradients), and `python -m clusterbench.perf` times it beside the fused step.
+gradients), and `python -m clusterbench perf` times it beside the fused step.
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""Relabelled ImageNet-21K benchmarks (section 4.2, Table 2): leaf HZR and p-HZR.
+
+Hierarchical zero-shot label refining writes a new label for every sample; this module only
+reads them. Relabel format, a directory:
+    train_labels.npy   integer (N_train,): new class of each train row of the base store
+    val_labels.npy     integer (N_val,):   the same for the val rows
+    meta.json          optional, free-form provenance
+Rows follow the base store's rows. Values are ImageNet-21K class ids in the shipped tree's
+order (timm's imagenet21k_miil_w21_synsets.txt line numbers), not store labels; -1 excludes
+the sample.
+
+The view keeps the classes that have at least one train and one validation sample after
+relabelling and drops the rest with their samples (the paper's p-HZR loses 37 classes and
+484 train samples that way); kept classes are renumbered in class-id order and S_L is the
+new class's chain within the view. Without `dataset.relabel`, the directory
+`<base store>/relabel/<kind>/` is used; the synthetic store ships one per kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clusterbench.benchmarks.cache import cached_view
+from clusterbench.benchmarks.hierarchy import subset_view
+from clusterbench.benchmarks.imagenet21k.tree import load_tree
+from clusterbench.benchmarks.source import BaseStore, open_base
+from clusterbench.core.errors import BenchmarkFileError, ConfigError
+from clusterbench.data.view import BenchmarkView
+
+KINDS = ("leaf_hzr", "p_hzr")
+
+
+def relabel_dir(src: BaseStore, kind: str, path: str | None) -> Path:
+    """The relabel directory: the given path, else `<base store>/relabel/<kind>`."""
+    if path:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise BenchmarkFileError(
+                f"relabel directory {root} does not exist; expected a directory with "
+                "train_labels.npy and val_labels.npy (see clusterbench.benchmarks.families.relabel)"
+            )
+        return root
+    if (root := src.extra_file("relabel", kind)) is not None:
+        return root
+    raise ConfigError(
+        f"no relabelling for {kind}: set dataset.relabel to a directory with "
+        "train_labels.npy and val_labels.npy (new ImageNet-21K class id per sample, -1 = "
+        f"excluded), or place it at {src.store.path}/relabel/{kind}/"
+    )
+
+
+def load_relabel(root: Path, src: BaseStore, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) int64 new class ids per base-store row, validated; -1 = excluded."""
+    out = []
+    for split in ("train", "val"):
+        file = root / f"{split}_labels.npy"
+        if not file.is_file():
+            raise BenchmarkFileError(f"missing file {file}; a relabel directory needs it")
+        try:
+            labels = np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise BenchmarkFileError(f"{file} is not a readable .npy array ({exc})") from None
+        n = len(src.store.split(split))
+        if labels.dtype.kind not in "iu" or labels.shape != (n,):
+            raise BenchmarkFileError(
+                f"{file}: expected integer labels of shape ({n},), one per {split} row of "
+                f"{src.store.path}, found {labels.dtype} {labels.shape}"
+            )
+        labels = labels.astype(np.int64, copy=False)
+        bad = (labels < -1) | (labels >= num_classes)
+        if bad.any():
+            raise BenchmarkFileError(
+                f"{file}: {int(bad.sum())} labels are outside -1..{num_classes - 1} (e.g. "
+                f"{int(labels[bad][0])}); expected ImageNet-21K class ids, -1 = excluded"
+            )
+        out.append(labels)
+    return out[0], out[1]
+
+
+def relabel(
+    kind: str, relabel: str | None = None, name: str = "relabel", **base: Any
+) -> BenchmarkView:
+    """The base store under the relabelling `kind` (leaf_hzr or p_hzr)."""
+    if kind not in KINDS:
+        raise ConfigError(f"dataset.kind={kind!r}: expected one of {KINDS}")
+    src = open_base("in21k", name, **base)
+    tree = load_tree()
+    root = relabel_dir(src, kind, relabel)
+
+    def build():
+        train, val = load_relabel(root, src, tree.num_classes)
+        c = tree.num_classes
+        present = (np.bincount(train[train >= 0], minlength=c) > 0) & (
+            np.bincount(val[val >= 0], minlength=c) > 0
+        )
+        return subset_view(tree, train, val, present)
+
+    return cached_view(name, src, "relabel", {"relabel": kind}, build, files={kind: root})

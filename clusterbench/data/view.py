@@ -1,0 +1,118 @@
+"""BenchmarkView: a subset and relabelling of a FeatureStore, without copying features.
+
+Every benchmark (the whole store, a frequency band, coarse labels, leaf classes, ...) is a
+view: index arrays into the store's splits, labels in the benchmark's own label space, and
+optional multi-label sets S_L for the validation samples (section 4.4 of the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from clusterbench.core.fingerprint import digest
+from clusterbench.data.rows import FeatureRows
+from clusterbench.data.store import FeatureStore
+
+
+@dataclass
+class LabelSets:
+    """Per-sample label sets in CSR form: sample i may be any of indices[indptr[i]:indptr[i+1]]."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    @classmethod
+    def from_class_sets(cls, labels: np.ndarray, class_sets: list[list[int]]) -> LabelSets:
+        """Expand per-class sets (e.g. GT plus ancestors) to per-sample sets."""
+        sizes = np.array([len(s) for s in class_sets], dtype=np.int64)
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in class_sets])
+        return cls.expand(np.concatenate([[0], np.cumsum(sizes)]), flat, labels)
+
+    @classmethod
+    def expand(cls, indptr: np.ndarray, indices: np.ndarray, labels: np.ndarray) -> LabelSets:
+        """Per-sample sets from per-class CSR sets (`indptr` (C+1,), `indices`), gathered
+        without a Python loop."""
+        sizes = np.diff(indptr)[labels]
+        out_ptr = np.zeros(len(labels) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=out_ptr[1:])
+        offsets = np.arange(out_ptr[-1], dtype=np.int64) - np.repeat(out_ptr[:-1], sizes)
+        return cls(indptr=out_ptr, indices=indices[np.repeat(indptr[:-1][labels], sizes) + offsets])
+
+
+@dataclass(frozen=True)
+class SampledLabels:
+    """Evaluate against one label drawn from each val sample's set S_L, `repeats` times
+    (seeded by `seed`), instead of against `val_labels` (ImageNet-1K ReaL, section 4.4)."""
+
+    repeats: int = 50
+    seed: int = 0
+
+
+@dataclass
+class BenchmarkView:
+    """What a method and the evaluation see: train/val rows and labels of one benchmark."""
+
+    name: str
+    store: FeatureStore
+    train_labels: np.ndarray
+    val_labels: np.ndarray
+    num_classes: int
+    train_index: np.ndarray | None = None
+    val_index: np.ndarray | None = None
+    class_names: list[str] | None = None
+    val_label_sets: LabelSets | None = None
+    params: dict = field(default_factory=dict)
+    evaluation: SampledLabels | None = None  # None: score against val_labels
+
+    @property
+    def train(self) -> FeatureRows:
+        return FeatureRows(self.store.train.features, self.train_index)
+
+    @property
+    def val(self) -> FeatureRows:
+        return FeatureRows(self.store.val.features, self.val_index)
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim
+
+    @property
+    def fingerprint(self) -> str:
+        """Store fingerprint plus the view definition: keys the kNN cache of this view."""
+        return digest({"store": self.store.fingerprint, "name": self.name, "params": self.params})
+
+    @classmethod
+    def whole(cls, store: FeatureStore, name: str) -> BenchmarkView:
+        """The store as it is: every sample, the store's own labels."""
+        return cls(
+            name=name,
+            store=store,
+            train_labels=store.train.labels,
+            val_labels=store.val.labels,
+            num_classes=store.num_classes,
+            class_names=store.classes,
+        )
+
+    def summary(self) -> dict:
+        counts = np.bincount(self.train_labels, minlength=self.num_classes)
+        present = counts[counts > 0]
+        return {
+            "name": self.name,
+            "store": str(self.store.path),
+            "num_classes": int(self.num_classes),
+            "num_train": len(self.train_labels),
+            "num_val": len(self.val_labels),
+            "dim": self.dim,
+            "train_class_frequency": {
+                "min": int(present.min()) if present.size else 0,
+                "median": float(np.median(present)) if present.size else 0.0,
+                "max": int(present.max()) if present.size else 0,
+            },
+            "imbalance_ratio": float(present.max() / present.min()) if present.size else 0.0,
+            "has_label_sets": self.val_label_sets is not None,
+        }

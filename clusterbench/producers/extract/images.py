@@ -1,0 +1,266 @@
+"""Image listings (ImageFolder or file-list CSVs) and robust decoding for extraction.
+
+Layouts (`images.layout`), paths relative to `images.root`:
+    imagefolder  <root>/<train>/<class>/**/<image>, same for <val>; class = folder name (wnid)
+    filelist     <root>/<train>.csv with rows `path,label` (header optional), same for val;
+                 paths relative to the root (or absolute), label = class name
+Rows are sorted by path, so the order never depends on the file system. Files whose extension
+is not an image's are ignored; classes with no image are left out (with a warning); val classes
+unknown to train are an error. Decoding turns every mode (grayscale, RGBA, palette, CMYK,
+16-bit) into 8-bit RGB; a file that does not decode is reported, not raised.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from clusterbench.core.errors import ConfigError, ExtractionError
+
+LAYOUTS = ("imagefolder", "filelist")
+SPLITS = ("train", "val")
+IMAGE_EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".gif", ".jfif"}))
+_SHOWN = 5
+
+
+class PathTable:
+    """Many relative paths in one byte buffer: DataLoader workers share it without the
+    per-string reference counts that copy a Python list into every worker."""
+
+    def __init__(self, paths: list[str]) -> None:
+        encoded = [p.encode() for p in paths]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
+        self._data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        return self._data[start:stop].tobytes().decode()
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def digest(self) -> str:
+        h = hashlib.sha1(self._offsets.tobytes())
+        h.update(self._data.tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class SplitListing:
+    """One split: relative paths (sorted) and their class indices."""
+
+    name: str
+    files: PathTable
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass
+class Listing:
+    """Both splits of an image collection and the class list they index."""
+
+    root: Path
+    layout: str
+    classes: list[str]
+    splits: dict[str, SplitListing]
+    ignored: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def digest(self) -> str:
+        """Fingerprint of what would be extracted: paths, labels and classes."""
+        h = hashlib.sha1("\n".join(self.classes).encode())
+        for name in SPLITS:
+            split = self.splits[name]
+            h.update(split.files.digest().encode())
+            h.update(np.ascontiguousarray(split.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(root: str | os.PathLike, layout: str, train: str, val: str) -> Listing:
+    """List both splits of `root` in `layout` (see the module docstring)."""
+    root = Path(root).expanduser().resolve()
+    if layout not in LAYOUTS:
+        raise ConfigError(f"images.layout={layout!r}; expected one of {LAYOUTS}")
+    if not root.is_dir():
+        raise ExtractionError(f"images.root={root} is not a directory")
+    warnings: list[str] = []
+    ignored: dict[str, int] = {}
+    raw: dict[str, list[tuple[str, str]]] = {}
+    empty: dict[str, list[str]] = {}
+    for split, value in (("train", train), ("val", val)):
+        if layout == "imagefolder":
+            pairs, skipped, empty[split], loose = _scan_folder(root, str(value), split)
+            if loose:
+                warnings.append(
+                    f"{loose} files directly in {root / str(value)} are not in a class folder; "
+                    "ignored"
+                )
+        else:
+            pairs, skipped = _read_filelist(root, str(value), split)
+            empty[split] = []
+        ignored[split] = skipped
+        if not pairs:
+            raise ExtractionError(f"images.{split}: no images found under {root / str(value)}")
+        raw[split] = sorted(pairs)
+    if empty["train"]:
+        warnings.append(
+            f"{len(empty['train'])} train class folders hold no image and are left out of "
+            f"classes.txt: {_listing(empty['train'])}"
+        )
+    classes = sorted({label for _, label in raw["train"]})
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({label for _, label in raw["val"]} - set(index))
+    if unknown:
+        count = sum(1 for _, label in raw["val"] if label not in index)
+        raise ExtractionError(
+            f"{len(unknown)} val classes have no train images ({count} val images): "
+            f"{_listing(unknown)}; every val class must also be a train class"
+        )
+    splits = {}
+    for split, pairs in raw.items():
+        duplicates = [a for (a, _), (b, _) in zip(pairs, pairs[1:], strict=False) if a == b]
+        if duplicates:
+            raise ExtractionError(
+                f"images.{split} lists {len(duplicates)} files twice: {_listing(duplicates)}"
+            )
+        labels = np.fromiter((index[label] for _, label in pairs), dtype=np.int64, count=len(pairs))
+        splits[split] = SplitListing(split, PathTable([p for p, _ in pairs]), labels)
+    return Listing(root, layout, classes, splits, ignored, warnings)
+
+
+def _scan_folder(
+    root: Path, value: str, split: str
+) -> tuple[list[tuple[str, str]], int, list[str], int]:
+    """(path, class) pairs under root/value/<class>/, non-image count, empty classes, loose files."""
+    base = root / value
+    if not base.is_dir():
+        raise ExtractionError(
+            f"images.{split}={value}: {base} is not a directory; the imagefolder layout needs "
+            f"<root>/{value}/<class>/<image> (or set images.layout=filelist)"
+        )
+    pairs: list[tuple[str, str]] = []
+    ignored = loose = 0
+    empty: list[str] = []
+    entries = sorted(os.scandir(base), key=lambda e: e.name)
+    for entry in entries:
+        if not entry.is_dir():
+            loose += 1
+            continue
+        before = len(pairs)
+        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, root)
+            for name in filenames:
+                if is_image(name):
+                    pairs.append((f"{rel}/{name}", entry.name))
+                else:
+                    ignored += 1
+        if len(pairs) == before:
+            empty.append(entry.name)
+    return pairs, ignored, empty, loose
+
+
+def _read_filelist(root: Path, value: str, split: str) -> tuple[list[tuple[str, str]], int]:
+    """(path, label) pairs of a `path,label` CSV, and how many rows name non-image files."""
+    file = root / value
+    if not file.is_file() and (root / f"{value}.csv").is_file():
+        file = root / f"{value}.csv"
+    if not file.is_file():
+        raise ExtractionError(
+            f"images.{split}={value}: no file list at {file} (or {file}.csv); the filelist layout "
+            "needs one CSV per split with rows `path,label`"
+        )
+    pairs: list[tuple[str, str]] = []
+    ignored = 0
+    with open(file, newline="") as fh:
+        for number, row in enumerate(csv.reader(fh), start=1):
+            if not row or (number == 1 and [c.strip().lower() for c in row] == ["path", "label"]):
+                continue
+            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+                raise ExtractionError(
+                    f"{file}:{number}: expected `path,label`, found {','.join(row)!r}"
+                )
+            path, label = row[0].strip(), row[1].strip()
+            if not is_image(os.path.basename(path)):
+                ignored += 1
+                continue
+            pairs.append((path, label))
+    return pairs, ignored
+
+
+# ------------------------------------------------------------------------------------ decoding
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB of any PIL mode; 16-bit and 32-bit integer gray is scaled, not clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode in _SIXTEEN_BIT or values.max(initial=0) > 255:
+            values = values / 257.0
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("P", "PA") and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode a whole file (truncation raises here, not later) as 8-bit RGB."""
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Items {image, index, ok, error}: a file that does not decode gives a blank image with
+    ok=False and the reason, so one bad file never stops a run."""
+
+    def __init__(self, root: Path, files: PathTable, transform: Callable) -> None:
+        self.root, self.files, self.transform = Path(root), files, transform
+        self._blank: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def blank(self) -> torch.Tensor:
+        if self._blank is None:
+            self._blank = torch.zeros_like(self.transform(Image.new("RGB", (256, 256))))
+        return self._blank
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.root / self.files[index]
+        try:
+            image = load_rgb(path)
+        except Exception as exc:  # decoders raise many types (OSError, SyntaxError, ...)
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            return {"image": self.blank(), "index": index, "ok": False, "error": reason}
+        return {"image": self.transform(image), "index": index, "ok": True, "error": ""}
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
