@@ -27,7 +27,8 @@ from clusterbench.core.device import faiss_uses_gpu
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.fingerprint import array_checksum
 from clusterbench.core.progress import progress
-from clusterbench.data.rows import FeatureRows, normalize_rows
+from clusterbench.data.normalize import l2_normalize_rows
+from clusterbench.data.rows import FeatureRows
 
 CACHE_VERSION = 1
 # Rows the coarse quantiser of an IVF index is trained on (a random sample), and the fewest
@@ -81,12 +82,12 @@ def build_index(
         sample = np.random.default_rng(seed).choice(
             len(rows), min(len(rows), IVF_TRAIN_ROWS), replace=False
         )
-        faiss_index.train(normalize_rows(rows.take(np.sort(sample))))
+        faiss_index.train(l2_normalize_rows(rows.take(np.sort(sample))))
     trained, trained_cpu = time.perf_counter(), time.process_time()
     for _, chunk in progress(
         rows.chunks(chunk_size), f"indexing {len(rows):,} rows", rows.num_chunks(chunk_size)
     ):
-        faiss_index.add(normalize_rows(chunk))
+        faiss_index.add(l2_normalize_rows(chunk))
     if timings is not None:
         timings.update(
             train_seconds=trained - start,
@@ -122,7 +123,7 @@ def search_neighbours(
     for start, chunk in progress(
         rows.chunks(chunk_size), f"mining {k}-NN of {n:,} rows", rows.num_chunks(chunk_size)
     ):
-        _, found = faiss_index.search(normalize_rows(chunk), k + 1)
+        _, found = faiss_index.search(l2_normalize_rows(chunk), k + 1)
         out[start : start + chunk.shape[0]] = drop_self(
             found, np.arange(start, start + chunk.shape[0])
         )

@@ -51,6 +51,25 @@ RESULT_KEYS = (
 )
 RESULTS_FILE = "results.json"
 
+# What each command calls itself in results.json's `method` (clustering runs: the method's
+# name), and how tables and figures label them.
+PROBING, SEPARABILITY, ZEROSHOT = "probing", "separability", "clip_zeroshot"
+SEPARABILITY_METRICS = ("l_align", "davies_bouldin", "silhouette")
+LABELS = {"kmeans": "k-means", "temi": "TEMI", "scanv2": "SCANv2", PROBING: "Probing"}
+
+
+def start_run(cfg: Any) -> int:
+    """The head of every scoring command: config types checked before any data is read, then
+    every generator seeded from `cfg.seed`; returns the seed."""
+    from lightning.pytorch import seed_everything
+
+    from clusterbench.core.config import check_config
+
+    check_config(cfg)
+    seed = int(cfg.seed)
+    seed_everything(seed, workers=True, verbose=False)
+    return seed
+
 
 @dataclass
 class RunResult:

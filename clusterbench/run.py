@@ -5,19 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lightning.pytorch import seed_everything
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
-from clusterbench.core.config import build, check_config
+from clusterbench.core.config import build
 from clusterbench.core.device import build_trainer
 from clusterbench.core.errors import ConfigError
-from clusterbench.core.tracking import build_loggers, close_loggers, log_run
+from clusterbench.core.tracking import build_loggers, close_loggers, log_run, where_logged
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.evaluate import evaluate_view
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
 from clusterbench.methods.task import ClusteringTask
-from clusterbench.results import library_versions, print_metrics, write_results
+from clusterbench.results import RunResult, print_metrics, start_run
 
 
 def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
@@ -50,9 +49,8 @@ def run(
 
     `callbacks` are extra Lightning callbacks for methods that train (tests, user hooks)."""
     console = console or Console()
-    check_config(cfg)  # wrong types fail here, before any data is read
+    start_run(cfg)  # wrong types fail here, before any data is read
     timings: dict[str, float] = {}
-    seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     start = time.perf_counter()
     view: BenchmarkView = build(cfg.dataset)
@@ -83,9 +81,8 @@ def run(
     status = "failed"
     try:
         console.print(
-            f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train_labels):,} train / "
-            f"{len(view.val_labels):,} val samples, {view.num_classes} classes, "
-            f"{num_clusters} clusters, dim {view.dim}"
+            f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train_labels):,} train + "
+            f"{len(view.val_labels):,} val rows x {view.dim}, {num_clusters} clusters"
         )
         t0 = time.perf_counter()
         predictions = method.fit_predict(task)
@@ -109,25 +106,27 @@ def run(
             artefacts["confidence_png"] = confidence_histogram(
                 predictions.confidence, run_dir / "confidence_hist.png", title
             ).name
-        timings["total_s"] = time.perf_counter() - start
-        payload = {
-            "method": method.name,
-            "dataset": view.name,
-            "seed": int(cfg.seed),
-            "metrics": metrics,
-            "reliability": evaluation.get("reliability"),
-            "method_info": task.info,
-            "dataset_summary": view.summary(),
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "artefacts": artefacts,
-            "versions": library_versions(),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        }
+        result = RunResult(
+            method=method.name,
+            dataset=view.name,
+            seed=int(cfg.seed),
+            metrics=metrics,
+            reliability=evaluation.get("reliability"),
+            method_info=task.info,
+            dataset_summary=view.summary(),
+            timings=timings,
+            started=start,
+            artefacts=artefacts,
+            config=cfg,
+        )
         log_run(loggers, cfg, metrics)
-        write_results(run_dir, payload)  # last: a failed run leaves none
+        payload = result.write(run_dir)  # last: a failed run leaves none
         status = "success"
     finally:
+        logged = where_logged(loggers) if status == "success" else []
         close_loggers(loggers, status)
     print_metrics(metrics, f"{method.name} on {view.name} (seed {cfg.seed})", console)
     console.print(f"results: {run_dir / 'results.json'}")
+    for line in logged:
+        console.print(line, soft_wrap=True)
     return payload

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from clusterbench.benchmarks.imagenet21k.tree import Tree
 from clusterbench.core.config import CONFIG_DIR
+from clusterbench.data import store_writer
 
 os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -30,14 +31,8 @@ def write_store(
     val_labels: np.ndarray,
     classes: list[str] | None = None,
 ) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    np.save(root / "train.npy", train)
-    np.save(root / "train_labels.npy", train_labels)
-    np.save(root / "val.npy", val)
-    np.save(root / "val_labels.npy", val_labels)
-    if classes is not None:
-        (root / "classes.txt").write_text("\n".join(classes) + "\n")
-    return root
+    arrays = {"train": train, "train_labels": train_labels, "val": val, "val_labels": val_labels}
+    return store_writer.write_store(root, arrays, classes=classes)
 
 
 def blobs(n_per_class: int, num_classes: int, dim: int, seed: int, spread: float = 0.05):

@@ -14,7 +14,6 @@ from clusterbench.benchmarks.imagenet21k.tree import Tree
 from clusterbench.benchmarks.imagenet21k.world import (
     SyntheticIn21kSpec,
     WorldSpec,
-    descendants,
     hidden_labels,
     leaf_below,
     long_tail_counts,
@@ -96,7 +95,7 @@ def test_long_tail_counts() -> None:
 
 
 def test_descendants_and_hidden_labels(tree: Tree) -> None:
-    ptr, idx = descendants(tree)
+    ptr, idx = tree.descendants()
     below = {c: set(idx[ptr[c] : ptr[c + 1]].tolist()) for c in range(7)}
     assert below[ANIMAL] == {ANIMAL, DOG, PUPPY, SLED_DOG} and below[PUPPY] == {PUPPY}
     rng = np.random.default_rng(0)

@@ -18,8 +18,8 @@ from tests.conftest import CONFIG_DIR, compose_config, run_module
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return run_module("clusterbench", *args, cwd=cwd)
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return run_module("clusterbench", *args, cwd=cwd, **env)
 
 
 def test_custom_store_writes_results(easy_store, tmp_path):
@@ -96,7 +96,9 @@ def test_too_many_clusters_is_an_error(easy_store, tmp_path):
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-def test_wandb_offline_run_is_written(easy_store, tmp_path):
+def test_wandb_offline_run_is_written_and_named_in_one_line(easy_store, tmp_path):
+    """W&B's own console output (a deprecation warning, a 20-line summary) stays off the
+    console: the run says once where the offline run is and how to upload it."""
     out = tmp_path / "out"
     proc = cli(
         "dataset=custom",
@@ -104,10 +106,14 @@ def test_wandb_offline_run_is_written(easy_store, tmp_path):
         "logger=wandb",
         f"hydra.run.dir={out}",
         cwd=tmp_path,
+        WANDB_SILENT="false",
     )
     assert proc.returncode == 0, proc.stderr
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    console = proc.stdout + proc.stderr
+    assert "wandb:" not in console and "anonymous" not in console
+    assert console.count(f"wandb sync {runs[0]}") == 1
 
 
 def test_multirun_with_local_launcher(easy_store, tmp_path):

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from clusterbench.core.config import CONFIG_DIR
-from clusterbench.core.device import build_trainer, resolve_precision
+from clusterbench.core.device import build_trainer, training_precision
 from tests.conftest import compose_config
 
 CONF = Path(CONFIG_DIR)
@@ -81,8 +81,8 @@ def test_cpu_trainer_and_offline_loggers_instantiate(tmp_path):
 def test_precision_auto_follows_the_hardware(monkeypatch):
     import clusterbench.core.device as device
 
-    assert resolve_precision("16-mixed", "cpu") == "16-mixed"  # explicit values pass through
+    assert training_precision("16-mixed", "cpu") == "16-mixed"  # explicit values pass through
     monkeypatch.setattr(device, "fast_bf16", lambda accelerator: accelerator == "cpu")
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert training_precision("auto", "cpu") == "bf16-mixed"
     monkeypatch.setattr(device, "fast_bf16", lambda accelerator: False)
-    assert resolve_precision("auto", "cpu") == "32-true"
+    assert training_precision("auto", "cpu") == "32-true"

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from clusterbench.core.training_progress import RunClock, RunProgressBar, format_duration
+from clusterbench.core.progress import RunClock, RunProgressBar, format_duration
 from tests.test_reliability import TINY, cli, store_of
 
 
@@ -52,4 +52,4 @@ def test_a_training_run_prints_each_line_once_and_its_duration(tmp_path):
         assert noise not in console, noise
     log = (out / "run.log").read_text()
     assert "training: 2 epochs, " in log and "epoch 1 of 2 done; 1 more epoch take about" in log
-    assert "[clusterbench.core.training_progress][INFO]" in log  # the file keeps the full format
+    assert "[clusterbench.core.progress][INFO]" in log  # the file keeps the full format

@@ -32,8 +32,8 @@ from clusterbench.core.errors import BenchmarkFileError, ConfigError, Extraction
 from clusterbench.core.fingerprint import digest
 from clusterbench.data.store import FeatureStore
 from clusterbench.producers.extract.__main__ import extractor_problem, known_extractors
+from clusterbench.producers.extract.backbones.keymaps import load_into
 from clusterbench.producers.extract.images import list_images, load_rgb, to_rgb
-from clusterbench.producers.extract.keymaps import load_into
 from clusterbench.producers.extract.run import extract
 from clusterbench.producers.extract.writer import WorkDir
 from clusterbench.run import run

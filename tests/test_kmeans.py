@@ -48,7 +48,9 @@ def test_centroids_are_unit_norm_and_overclustering_works(easy_store, tmp_path):
     preds = km.predict(view.val)
     assert preds.num_clusters == 20
     m = evaluate(preds, view.val_labels, 8)["metrics"]
-    assert m["nmi"] > 0.8 and m["acc"] <= 1.0
+    # 20 clusters for 8 classes: the one-to-one matching scores only 8 clusters' rows, so ACC
+    # stays below 1 while NMI (which needs no matching) sees that every cluster is pure.
+    assert m["nmi"] > 0.8 and 0.3 < m["acc"] < 1.0
 
 
 def test_num_clusters_checks(easy_store):

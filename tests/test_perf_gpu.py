@@ -18,17 +18,17 @@ def test_dry_run_measures_every_section_and_writes_the_table(tmp_path, monkeypat
     assert report["dry_run"] is True
     for name in gpu.SECTIONS:
         assert "error" not in report[name], report[name].get("traceback")
+    text = table.read_text()
     for loss in ("temi", "scanv2"):
         step = report["step"][loss]
-        assert step["fused_over_loop_fp32"] == (
-            step["loop_fp32"]["seconds_per_step"] / step["fused_fp32"]["seconds_per_step"]
-        )
-        epoch = report["in21k"][loss]
-        assert epoch["epoch_seconds"] == epoch["steps_per_epoch"] * epoch["seconds_per_step"]
+        assert step["loop_fp32"]["seconds_per_step"] > 0 < step["fused_fp32"]["seconds_per_step"]
+        # The table shows the JSON's numbers, not numbers of its own.
+        assert f"| {loss} fused / loop, fp32 | {step['fused_over_loop_fp32']:.2f}x |" in text
     assert report["memory"]["fp32"]["peak_bytes"] > 0
-    assert 0.0 <= report["faiss"]["kmeans_acc"] <= 1.0 and report["faiss"]["kmeans_on_gpu"] == 0
+    # 1000 clusters of a 1000-component mixture: far above chance (0.1 %), in-process faiss.
+    assert report["faiss"]["kmeans_acc"] > 0.2 and report["faiss"]["kmeans_on_gpu"] == 0
+    assert report["faiss"]["knn_same_class_fraction"] > 0.5
     assert report["extract"]["best_pipeline"] > 0
-    text = table.read_text()
     assert "dry run" in text and "| temi fused / loop, fp32 |" in text
     assert "ImageNet-21K epoch, scanv2" in text and "spherical k-means C=1000" in text
 

@@ -11,14 +11,8 @@ from clusterbench.core.config import build
 from clusterbench.data.rows import FeatureRows
 from clusterbench.neighbours import NeighbourCache, build_index, ivf_nlist, resolve_index
 from clusterbench.perf.__main__ import main as perf_main
-from clusterbench.perf.scale import (
-    QUICK,
-    choose,
-    exact_neighbours,
-    ivf_defaults,
-    mixture_on_sphere,
-    recall,
-)
+from clusterbench.perf.scale import choose, ivf_defaults, recall
+from clusterbench.perf.scale_data import QUICK, exact_neighbours, mixture_on_sphere
 from tests.conftest import compose_config
 
 

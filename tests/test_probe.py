@@ -23,12 +23,11 @@ from clusterbench.benchmarks.imagenet21k.world import (
 from clusterbench.core.config import build
 from clusterbench.core.errors import BenchmarkFileError, ConfigError
 from clusterbench.data.store import FeatureStore
+from clusterbench.methods.linear import StackedLinear, StackedSGD
 from clusterbench.perf import probing as bench
 from clusterbench.producers.probe.grid import (
     Cell,
     ProbeSettings,
-    StackedLinear,
-    StackedSGD,
     train_probes,
 )
 from clusterbench.producers.probe.run import edge_note
@@ -119,7 +118,7 @@ def test_a_diverging_cell_is_reported_and_never_selected(single_thread) -> None:
 
 
 def test_stacked_linear_applies_each_probe_to_the_batch() -> None:
-    model = StackedLinear(3, 4, 2, seed=0)
+    model = StackedLinear(3, 4, 2, shared_seed=0)
     with torch.no_grad():
         model.weight.normal_()
         model.bias.normal_()

@@ -1,4 +1,5 @@
-"""The README's loss documentation stays true: its signatures match the code and its example runs."""
+"""The README and the pages it leads to stay true: the loss documentation (docs/methods.md)
+matches the code and its example runs; the make targets and commands named exist."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import math
 import re
 from pathlib import Path
 
-import pytest
-
+from clusterbench.__main__ import COMMANDS
 from clusterbench.methods.self_distillation import losses
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+METHODS = ROOT / "docs" / "methods.md"
+MAKEFILE = ROOT / "Makefile"
 
 
-def _section(title: str) -> str:
-    text = README.read_text()
+def _section(path: Path, title: str) -> str:
+    """From the heading `title` to the next heading of the same or a higher level (or the end)."""
+    text = path.read_text()
     start = text.index(title)
-    end = text.index("\n## ", start)
+    level = len(title) - len(title.lstrip("#"))
+    following = re.search(rf"^#{{1,{level}}} ", text[start + len(title) :], flags=re.MULTILINE)
+    end = len(text) if following is None else start + len(title) + following.start()
     return text[start:end]
 
 
@@ -27,10 +33,14 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
+def _loss_section() -> str:
+    return _section(METHODS, "## The losses as a library")
+
+
 def _documented_signatures() -> dict[str, list[tuple[str, str | None]]]:
     """name -> [(parameter, default or None)] from lines like `f(a, b=1.0) -> (H,)`."""
     out = {}
-    for line in _python_blocks(_section("### The losses as a library"))[0].splitlines():
+    for line in _python_blocks(_loss_section())[0].splitlines():
         match = re.match(r"(\w+)\((.*)\) ->", line)
         if not match:
             continue
@@ -42,7 +52,7 @@ def _documented_signatures() -> dict[str, list[tuple[str, str | None]]]:
     return out
 
 
-def test_readme_lists_the_public_loss_signatures():
+def test_docs_list_the_public_loss_signatures():
     documented = _documented_signatures()
     assert set(documented) == {"temi_loss", "scan_loss", "update_prior"}
     for name, params in documented.items():
@@ -51,14 +61,14 @@ def test_readme_lists_the_public_loss_signatures():
             (p.name, None if p.default is inspect.Parameter.empty else repr(p.default))
             for p in actual
         ]
-        assert params == expected, f"README signature of {name} is out of date"
+        assert params == expected, f"docs/methods.md signature of {name} is out of date"
 
 
-def test_readme_loss_example_runs_and_prints_finite_losses():
-    example = _python_blocks(_section("### The losses as a library"))[1]
+def test_docs_loss_example_runs_and_prints_finite_losses():
+    example = _python_blocks(_loss_section())[1]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(example, "README example", "exec"), {})
+        exec(compile(example, "docs/methods.md example", "exec"), {})
     values = [float(v) for v in re.findall(r"tensor\(([-0-9.e]+)\)", printed.getvalue())]
     assert len(values) == 2, printed.getvalue()
     assert all(math.isfinite(v) for v in values)
@@ -66,8 +76,30 @@ def test_readme_loss_example_runs_and_prints_finite_losses():
     assert values[1] >= -5.0 * math.log(10) - 1e-4
 
 
-@pytest.mark.parametrize("make_target", ["install", "demo", "test", "bench"])
-def test_readme_quick_start_names_existing_make_targets(make_target):
-    makefile = (README.parent / "Makefile").read_text()
-    assert re.search(rf"^{make_target}:", makefile, flags=re.MULTILINE)
-    assert f"make {make_target}" in README.read_text()
+def _make_targets() -> set[str]:
+    return set(re.findall(r"^([\w-]+):", MAKEFILE.read_text(), flags=re.MULTILINE))
+
+
+def test_every_make_target_named_in_the_docs_exists():
+    targets = _make_targets()
+    for page in [README, *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text()
+        blocks = "\n".join(re.findall(r"^```.*?^```", text, flags=re.DOTALL | re.MULTILINE))
+        # `make demo` in a sentence, or a command line of a code block
+        named = set(re.findall(r"`make ([a-z][\w-]*)", text))
+        named |= set(re.findall(r"^make ([a-z][\w-]*)", blocks, flags=re.MULTILINE))
+        assert named <= targets, f"{page.name} names missing make targets: {named - targets}"
+
+
+def test_readme_quick_start_is_make_demo_and_make_test():
+    quick_start = _section(README, "## Quick start")
+    block = re.search(r"```bash\n(.*?)```", quick_start, flags=re.DOTALL).group(1)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+    assert {"demo", "test"} <= _make_targets()
+
+
+def test_readme_command_table_is_the_cli():
+    table = _section(README, "## Commands")
+    listed = re.findall(r"^\| `clusterbench (\w+)` \|", table, flags=re.MULTILINE)
+    assert listed == list(COMMANDS), "README's command table differs from clusterbench.__main__"

@@ -1,10 +1,12 @@
-"""The deep methods' defaults are the reference implementation's recommended recipe, and the
-embedded digits data trains both methods end to end."""
+"""The deep methods' defaults are the reference implementation's recommended recipe, the
+embedded digits data trains both methods end to end, and the docs (docs/methods.md,
+docs/data.md) state both as they are."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -22,6 +24,8 @@ from clusterbench.run import run
 from tests.conftest import compose_config
 from tests.test_self_distillation import blobs, make_trainer, tiny_model
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
 
 @pytest.mark.parametrize("method", ["temi", "scanv2"])
 def test_method_configs_hold_the_reference_recipe(tmp_path, method):
@@ -33,6 +37,25 @@ def test_method_configs_hold_the_reference_recipe(tmp_path, method):
     assert m.weight_decay == 1e-4 and m.freeze_last_layer_epochs == 1 and m.drop_last is True
     assert (m.hidden_dim, m.bottleneck_dim, m.num_hidden_layers) == (512, 256, 1)
     assert m.knn == 50 and m.input_norm == "none"
+
+
+def test_methods_page_states_the_configured_recipe(tmp_path):
+    """docs/methods.md lists the defaults a user gets; each statement is checked against them."""
+    text = " ".join((DOCS / "methods.md").read_text().split())
+    temi = compose_config(tmp_path / "temi", ["method=temi"]).method
+    scan = compose_config(tmp_path / "scanv2", ["method=scanv2"]).method
+    assert temi.student_temp == temi.teacher_temp == 0.1
+    assert "student and teacher temperature 0.1" in text
+    assert temi.teacher_momentum == 0.996 and temi.final_teacher_momentum is None
+    assert "teacher momentum a constant 0.996" in text
+    assert temi.base_lr == 1e-4 and "lr = 1e-4 x B / 256" in text
+    assert "`min(20, max_epochs // 2)`" in text and default_warmup_epochs(50) == 20
+    assert temi.weight_decay == 1e-4 and "weight decay 1e-4" in text
+    assert temi.freeze_last_layer_epochs == 1 and "last layer frozen in epoch 1" in text
+    assert temi.num_heads == scan.num_heads == 32 and "(`method.num_heads`, 32)" in text
+    assert temi.knn == scan.knn == 50 and "`method.knn` (50) nearest neighbours" in text
+    assert (temi.beta, temi.batch_size) == (0.6, 512) and "`method.beta` 0.6, B = 512" in text
+    assert (scan.alpha, scan.batch_size) == (5, 4096) and "`method.alpha` 5, B = 4096" in text
 
 
 def test_default_warmup_is_the_reference_20_epochs_at_most_half_the_run():
@@ -87,6 +110,9 @@ def test_last_layer_starts_as_nn_linear_default_with_unit_gain():
 
 
 def test_digits_store_is_the_documented_split(tmp_path):
+    documented = " ".join((DOCS / "data.md").read_text().split())
+    assert "`train_test_split(test_size=0.2, stratify=y, random_state=0)`" in documented
+    assert "into 1437 train / 360 val" in documented and "1797 8x8 images" in documented
     view = digits(str(tmp_path / "cache"))
     assert (len(view.train), len(view.val), view.dim, view.num_classes) == (1437, 360, 64, 10)
     assert view.class_names == [str(c) for c in range(10)]

@@ -16,7 +16,7 @@ import torch
 
 from clusterbench.core.errors import ConfigError, StoreError
 from clusterbench.core.fingerprint import fingerprint_files
-from clusterbench.data.rows import normalize_rows
+from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.store import FeatureStore
 from clusterbench.methods.self_distillation.heads import InputNorm
 from clusterbench.run import run
@@ -51,7 +51,7 @@ def test_features_whose_norm_overflows_are_rejected(tmp_path):
 def test_normalisation_is_scale_safe(scale):
     x, _ = blobs(10, 3, 16, seed=0)
     expected = x / np.linalg.norm(x, axis=1, keepdims=True)
-    np.testing.assert_allclose(normalize_rows(x * np.float32(scale)), expected, rtol=1e-5)
+    np.testing.assert_allclose(l2_normalize_rows(x * np.float32(scale)), expected, rtol=1e-5)
     norm = InputNorm(16, "l2")(torch.from_numpy(x * np.float32(scale)))
     np.testing.assert_allclose(norm.numpy(), expected, rtol=1e-5)
 

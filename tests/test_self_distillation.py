@@ -14,6 +14,7 @@ import torch
 from clusterbench.core.errors import ConfigError
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import AnchorBatchSampler, NeighbourPairDataModule
+from clusterbench.methods.self_distillation.predict import predict, predict_probabilities
 from clusterbench.methods.self_distillation.schedules import (
     cosine_schedule,
     cosine_schedule_array,
@@ -103,7 +104,7 @@ def fit_tiny(loss: str = "temi", seed: int = 0, epochs: int = 5, **overrides):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         make_trainer(epochs, [record]).fit(model, datamodule=data)
-    return model, record.losses, model.predict(x, batch_size=128), labels
+    return model, record.losses, predict(model, x, batch_size=128), labels
 
 
 # --------------------------------------------------------------------------- pairs
@@ -223,7 +224,7 @@ def test_tiny_fit_learns_the_groups(loss):
     assert ((pred["confidence"] > 1 / 3) & (pred["confidence"] <= 1)).all()
     # The best head is the one with the lowest mean loss over the last epoch.
     assert int(model.best_head) == int(torch.argmin(model.last_epoch_head_losses))
-    probs = model.predict_probabilities(np.asarray(blobs()[0]), batch_size=100)
+    probs = predict_probabilities(model, np.asarray(blobs()[0]), batch_size=100)
     torch.testing.assert_close(probs.argmax(-1), pred["top1"])
 
 
@@ -250,7 +251,7 @@ def test_checkpoint_restores_teacher_prior_and_best_head(tmp_path):
     for key in ("prior", "best_head", "last_epoch_head_losses", "input_norm.mean"):
         torch.testing.assert_close(restored.state_dict()[key], model.state_dict()[key])
     assert int(restored.best_head) == 2
-    a, b = model.predict(x), restored.predict(x)
+    a, b = predict(model, x), predict(restored, x)
     assert torch.equal(a["top1"], b["top1"]) and torch.equal(a["confidence"], b["confidence"])
 
 
@@ -316,6 +317,6 @@ def test_row_views_work_like_arrays(on_device):
         assert torch.equal(a["anchor"], b["anchor"]) and torch.equal(a["neighbour"], b["neighbour"])
     model = tiny_model()
     model.fit_input_statistics(RowView(x), chunk_rows=7)
-    got, expected = model.predict(RowView(x), batch_size=9), model.predict(x, batch_size=40)
+    got, expected = predict(model, RowView(x), batch_size=9), predict(model, x, batch_size=40)
     assert torch.equal(got["topk"], expected["topk"])
     torch.testing.assert_close(got["confidence"], expected["confidence"])

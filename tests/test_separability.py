@@ -15,7 +15,6 @@ from sklearn.neighbors import NearestNeighbors
 
 from clusterbench.core.config import build
 from clusterbench.core.errors import ConfigError
-from clusterbench.producers.separability import plot
 from clusterbench.producers.separability.metrics import (
     davies_bouldin,
     l_align,
@@ -23,6 +22,7 @@ from clusterbench.producers.separability.metrics import (
     silhouette_rows,
 )
 from clusterbench.producers.separability.run import run
+from clusterbench.report import figure4 as plot
 from tests.conftest import blobs, write_store
 from tests.test_probe import compose_probe
 

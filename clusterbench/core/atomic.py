@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -70,3 +71,21 @@ def write_dir_atomically(root: Path, write: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def replace_dir(tmp: Path, dest: Path, overwrite: bool = False) -> Path:
+    """Rename the finished directory `tmp` onto `dest`, so a reader sees the old directory or
+    the new one, never half of either. An existing `dest` is replaced only with `overwrite`
+    (moved aside, then deleted once the new one is in place); else FileExistsError, which the
+    caller words for its own setting."""
+    dest = Path(dest)
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return dest
+    if not overwrite:
+        raise FileExistsError(errno.EEXIST, "directory exists", str(dest))
+    aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}-old-", dir=dest.parent))
+    os.replace(dest, aside / dest.name)
+    os.replace(tmp, dest)
+    shutil.rmtree(aside, ignore_errors=True)
+    return dest

@@ -16,6 +16,7 @@ import inspect
 import os
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,19 @@ def _accepts(annotation: Any, value: Any) -> bool | None:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
+    if origin in (list, tuple):  # list[float]: a sequence whose items the item type accepts
+        if not isinstance(value, Sequence) or isinstance(value, str):  # ListConfig included
+            return False
+        item = (typing.get_args(annotation) or (None,))[0]
+        return None if item is None else all(_accepts(item, v) is not False for v in value)
     return None
 
 
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (list, tuple):
+        return str(annotation).replace("typing.", "")
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
@@ -120,4 +128,17 @@ def check_config(cfg: DictConfig) -> None:
         if _accepts(annotation, value) is False:
             raise ConfigError(
                 f"{key}={value!r} ({type(value).__name__}): expected {_type_name(annotation)}"
+            )
+
+
+def check_fields(settings: Any, prefix: str) -> None:
+    """The same check for a settings dataclass, from its `__post_init__`: Hydra builds it from
+    `<prefix>:` of the config, and `probe.epochs=2.5` must not silently become 2."""
+    hints = typing.get_type_hints(type(settings))
+    for name in settings.__dataclass_fields__:
+        value, annotation = getattr(settings, name), hints.get(name)
+        if annotation is not None and _accepts(annotation, value) is False:
+            raise ConfigError(
+                f"{prefix}.{name}={value!r} ({type(value).__name__}): expected "
+                f"{_type_name(annotation)}"
             )

@@ -9,13 +9,13 @@ side-by-side comparison with the reference implementation (`scripts/parity.py`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from clusterbench.core.atomic import write_dir_atomically
+from clusterbench.data.store_writer import write_store
 
 FORMAT_VERSION = 1
 TEST_SIZE = 0.2
@@ -41,9 +41,6 @@ def materialize(cache_dir: str | os.PathLike) -> Path:
     import sklearn
 
     def write(tmp: Path) -> None:
-        for name, array in load_split().items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in range(10)))
         meta = {
             "extractor": "pixels",
             "dim": 64,
@@ -54,7 +51,7 @@ def materialize(cache_dir: str | os.PathLike) -> Path:
             "split": f"train_test_split(test_size={TEST_SIZE}, stratify=y, "
             f"random_state={SPLIT_SEED})",
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        write_store(tmp, load_split(), classes=[str(c) for c in range(10)], meta=meta)
 
     return write_dir_atomically(
         Path(cache_dir).expanduser() / "digits" / f"v{FORMAT_VERSION}", write

@@ -132,17 +132,4 @@ def as_rows(features) -> FeatureRows | TensorRows | Rows:
     )
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in place (float32), zero rows left as zeros.
-
-    Scale-safe: each row is first divided by its largest absolute value, so rows whose squared
-    norm would overflow (|x| > ~1e19) or underflow still come out as unit vectors.
-    """
-    peak = np.abs(x).max(axis=1, keepdims=True)
-    np.divide(x, np.where(peak > 0, peak, 1), out=x)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, np.maximum(norms, 1e-12), out=x)
-    return x
-
-
-__all__ = ["FeatureRows", "Rows", "TensorRows", "as_rows", "chunks", "normalize_rows", "to_device"]
+__all__ = ["FeatureRows", "Rows", "TensorRows", "as_rows", "chunks", "to_device"]

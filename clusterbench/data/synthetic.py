@@ -13,7 +13,6 @@ cache directory, keyed by its parameters, so every later run opens it like user 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from clusterbench.core.atomic import write_dir_atomically
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.fingerprint import digest
+from clusterbench.data.store_writer import write_store
 
 FORMAT_VERSION = 1
 
@@ -149,11 +149,7 @@ def materialize(spec: SyntheticSpec, cache_dir: str | os.PathLike) -> Path:
 
     def write(tmp: Path) -> None:
         arrays = generate(spec)
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / "classes.txt").write_text(
-            "".join(f"s{s:02d}_c{c:03d}\n" for c, s in enumerate(arrays["superclasses"]))
-        )
+        classes = [f"s{s:02d}_c{c:03d}" for c, s in enumerate(arrays["superclasses"])]
         meta = {
             "extractor": "synthetic",
             "dim": spec.dim,
@@ -161,6 +157,6 @@ def materialize(spec: SyntheticSpec, cache_dir: str | os.PathLike) -> Path:
             "made_by": "clusterbench.data.synthetic",
             "spec": asdict(spec),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        write_store(tmp, arrays, classes=classes, meta=meta)
 
     return write_dir_atomically(Path(cache_dir).expanduser() / "synthetic" / spec.key, write)

@@ -15,7 +15,7 @@ import numpy as np
 from clusterbench.core.device import faiss_uses_gpu
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress, status
-from clusterbench.data.rows import normalize_rows
+from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.methods.task import ClusteringTask
 
@@ -54,7 +54,7 @@ class SphericalKMeans:
             np.sort(rng.choice(len(rows), budget, replace=False)) if len(rows) > budget else None
         )
         self.gpu = faiss_uses_gpu(task.device)
-        x = normalize_rows(rows.take(sample) if sample is not None else rows.to_numpy())
+        x = l2_normalize_rows(rows.take(sample) if sample is not None else rows.to_numpy())
         km = faiss.Kmeans(
             x.shape[1],
             k,
@@ -96,7 +96,7 @@ class SphericalKMeans:
         out = np.empty((len(rows), topk), dtype=np.int64)
         chunks = rows.chunks(self.chunk_size)
         for start, chunk in progress(chunks, "assigning", rows.num_chunks(self.chunk_size)):
-            out[start : start + chunk.shape[0]] = index.search(normalize_rows(chunk), topk)[1]
+            out[start : start + chunk.shape[0]] = index.search(l2_normalize_rows(chunk), topk)[1]
         return Predictions(top1=out[:, 0], topk=out, num_clusters=k)
 
     def fit_predict(self, task: ClusteringTask) -> Predictions:

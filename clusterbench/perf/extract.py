@@ -161,8 +161,8 @@ def run(
     keep: Path | None = None,
 ) -> dict:
     """All measurements; returns the JSON-ready report."""
+    from clusterbench.producers.extract.backbones.build import build_backbone
     from clusterbench.producers.extract.images import list_images, load_rgb
-    from clusterbench.producers.extract.models import build_backbone
     from clusterbench.producers.extract.run import extract
 
     os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")

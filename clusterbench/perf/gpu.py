@@ -148,8 +148,8 @@ def section_faiss(device: torch.device, dry_run: bool) -> dict:
     from clusterbench.methods.kmeans import SphericalKMeans
     from clusterbench.methods.task import ClusteringTask
     from clusterbench.neighbours import NeighbourIndex
-    from clusterbench.perf.scale import QUICK as QUICK_MIXTURE
-    from clusterbench.perf.scale import MixtureSpec, make_view, mixture_on_sphere
+    from clusterbench.perf.scale_data import QUICK as QUICK_MIXTURE
+    from clusterbench.perf.scale_data import MixtureSpec, make_view, mixture_on_sphere
 
     faiss_device = "cuda" if device.type == "cuda" else "cpu"
     if faiss_device == "cuda" and not getattr(faiss, "get_num_gpus", lambda: 0)():

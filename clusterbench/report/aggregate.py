@@ -1,4 +1,4 @@
-"""Mean ± std over seeds: `python -m clusterbench aggregate DIR [DIR ...]`.
+"""Mean ± std over seeds: `clusterbench aggregate DIR [DIR ...]`.
 
 A thin view of the report's reader (`clusterbench.report.collect`, one reader of results.json,
 one schema): every results.json under the given directories, grouped by experiment (the run's
@@ -17,21 +17,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from clusterbench.report.collect import (  # noqa: F401  (re-exported: the old home)
-    NOT_EXPERIMENT,
-    collect,
-    differing,
-    experiment_of,
-    flatten,
-    summarize,
-)
+from clusterbench.report.collect import collect, summarize
 from clusterbench.results import METRIC_ORDER
-
-METRICS = METRIC_ORDER
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="clusterbench aggregate", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("dirs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
@@ -42,12 +35,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not rows:
         parser.error(f"no readable results.json under {', '.join(map(str, args.dirs))}")
     table = Table(title="mean ± std over seeds (%)")
-    for col in ("dataset", "method", "settings", "seeds", *METRICS):
+    for col in ("dataset", "method", "settings", "seeds", *METRIC_ORDER):
         table.add_column(col)
     for row in rows:
         seeds = ",".join(map(str, row["seeds"]))
         cells = [row["dataset"], row["method"], row["settings"], seeds]
-        for key in METRICS:
+        for key in METRIC_ORDER:
             v = row.get(key)
             scale = 1 if key == "ece" else 100
             cells.append(f"{scale * v['mean']:.2f} ± {scale * v['std']:.2f}" if v else "")

@@ -18,13 +18,18 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from clusterbench.results import METRIC_ORDER, RESULTS_FILE, iter_results
+from clusterbench.results import (
+    METRIC_ORDER,
+    PROBING,
+    RESULTS_FILE,
+    SEPARABILITY,
+    ZEROSHOT,
+    iter_results,
+)
 
 # Config keys that say where a run writes or how it reports, not what it computes.
 NOT_EXPERIMENT = ("seed", "paths", "logger", "hydra", "trainer.enable_progress_bar",
                   "trainer.log_every_n_steps", "method.resume", "paper.row")  # fmt: skip
-# What the non-clustering producers call themselves in results.json's `method`.
-PROBING, SEPARABILITY, ZEROSHOT = "probing", "separability", "clip_zeroshot"
 
 
 def flatten(node, prefix: str = "") -> dict[str, object]:

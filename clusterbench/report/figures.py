@@ -20,11 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from clusterbench.evaluation.plots import reliability_diagram  # noqa: E402
-from clusterbench.report.collect import PROBING, SEPARABILITY, ZEROSHOT, Run  # noqa: E402
+from clusterbench.report.collect import Run  # noqa: E402
 from clusterbench.report.paper import paper_row_value  # noqa: E402
+from clusterbench.results import LABELS, PROBING, SEPARABILITY, ZEROSHOT  # noqa: E402
 
 COLORS = {"kmeans": "tab:blue", "temi": "tab:orange", "scanv2": "tab:green"}
-LABELS = {"kmeans": "k-means", "temi": "TEMI", "scanv2": "SCANv2"}
 DEPTHS = [(f"coarse_d{d}", d) for d in range(1, 9)] + [("in21k", 9)]
 BANDS = [("tiny", 5), ("small", 15), ("base", 25), ("large", 35), ("huge", 45)]
 DEFAULT_KNN = 50
@@ -207,8 +207,8 @@ def figure3(runs: list[Run], out: Path) -> list[Path]:
 
 
 def figure4(runs: list[Run], out: Path) -> list[Path]:
-    """Separability metrics against probe accuracy with R² (clusterbench.producers.separability.plot)."""
-    from clusterbench.producers.separability.plot import fit, pair, plot
+    """Separability metrics against probe accuracy with R² (clusterbench.report.figure4)."""
+    from clusterbench.report.figure4 import fit, pair, plot
 
     points = pair([r.result for r in runs if r.method in (PROBING, SEPARABILITY)])
     if len(points) < 3:

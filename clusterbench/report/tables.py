@@ -19,9 +19,9 @@ from clusterbench.report.collect import (
     group,
 )
 from clusterbench.report.paper import paper_tables
+from clusterbench.results import LABELS
 
 METHODS = ("kmeans", "temi", "scanv2")
-LABELS = {"kmeans": "k-means", "temi": "TEMI", "scanv2": "SCANv2", PROBING: "Probing"}
 MULTI_LABEL = (("acc", "top1→1"), ("top1_L_acc", "top1→L"), ("top5_acc", "top5→1"),
                ("top5_L_acc", "top5→L"))  # fmt: skip
 NOT_CLUSTERING = (PROBING, SEPARABILITY, ZEROSHOT)

@@ -171,6 +171,28 @@ class Tree:
         indptr, indices = self.chains
         return indices[indptr[cls] : indptr[cls + 1]].tolist()
 
+    def descendants(self, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr, indices) per class: the classes below it (itself included), among
+        the classes `mask` keeps (all without one)."""
+        indptr, indices = self.chains
+        desc = np.repeat(np.arange(self.num_classes), np.diff(indptr))  # chains: (desc, anc)
+        keep = np.ones(desc.size, dtype=bool) if mask is None else mask[desc]
+        desc, anc = desc[keep], indices[keep]
+        order = np.argsort(anc, kind="stable")
+        ptr = np.zeros(self.num_classes + 1, dtype=np.int64)
+        np.cumsum(np.bincount(anc, minlength=self.num_classes), out=ptr[1:])
+        return ptr, desc[order]
+
+    def with_descendants(self, classes: np.ndarray) -> np.ndarray:
+        """Sorted class ids of `classes` and every class below them."""
+        mark = np.zeros(self.num_classes, dtype=bool)
+        mark[np.asarray(classes, dtype=np.int64)] = True
+        parent, depth = np.asarray(self.class_parent), np.asarray(self.depth)
+        for d in range(1, int(depth.max()) + 1):  # parents are final before their children
+            nodes = np.flatnonzero(depth == d)
+            mark[nodes] |= mark[parent[nodes]]
+        return np.flatnonzero(mark)
+
 
 def default_tree_path() -> Path:
     """Path of the tree file shipped inside the package."""

@@ -41,6 +41,7 @@ from clusterbench.core.atomic import write_dir_atomically
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.fingerprint import digest
 from clusterbench.core.progress import progress
+from clusterbench.data.store_writer import write_store_files
 
 FORMAT_VERSION = 1
 # Rows generated per step; part of the output definition (each chunk has its own RNG stream).
@@ -174,18 +175,6 @@ def long_tail_counts(total: int, num_classes: int, imbalance: float, rng) -> np.
     return counts[rng.permutation(num_classes)]
 
 
-def descendants(tree: Tree, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (indptr, indices) per class: the classes below it (itself included), among `mask`."""
-    indptr, indices = tree.chains
-    desc = np.repeat(np.arange(tree.num_classes), np.diff(indptr))  # chains list (desc, anc)
-    keep = np.ones(desc.size, dtype=bool) if mask is None else mask[desc]
-    desc, anc = desc[keep], indices[keep]
-    order = np.argsort(anc, kind="stable")
-    ptr = np.zeros(tree.num_classes + 1, dtype=np.int64)
-    np.cumsum(np.bincount(anc, minlength=tree.num_classes), out=ptr[1:])
-    return ptr, desc[order]
-
-
 def _draw(ptr: np.ndarray, idx: np.ndarray, rows: np.ndarray, rng) -> np.ndarray:
     """One member drawn uniformly from each CSR row `rows` (rows must be non-empty)."""
     size = np.diff(ptr)[rows]
@@ -194,7 +183,7 @@ def _draw(ptr: np.ndarray, idx: np.ndarray, rows: np.ndarray, rng) -> np.ndarray
 
 def hidden_labels(tree: Tree, labels: np.ndarray, keep_prob: float, rng) -> np.ndarray:
     """What each image shows: its class, or (prob 1 - keep_prob) a class drawn below it."""
-    ptr, idx = descendants(tree)
+    ptr, idx = tree.descendants()
     # Strict descendants: the same rows without the class itself.
     owner = np.repeat(np.arange(tree.num_classes), np.diff(ptr))
     strict = idx != owner
@@ -209,7 +198,7 @@ def hidden_labels(tree: Tree, labels: np.ndarray, keep_prob: float, rng) -> np.n
 
 def leaf_below(tree: Tree, labels: np.ndarray, rng) -> np.ndarray:
     """A leaf class drawn uniformly below each label (a leaf maps to itself)."""
-    ptr, idx = descendants(tree, rules.imagenet21k_leaf_classes(tree))
+    ptr, idx = tree.descendants(rules.imagenet21k_leaf_classes(tree))
     return _draw(ptr, idx, labels, rng)
 
 
@@ -246,9 +235,9 @@ def _write_features(
     del out
 
 
-def _meta(spec: WorldSpec, **extra) -> str:
+def _meta(spec: WorldSpec, **extra) -> dict:
     made = {"extractor": "synthetic", "dim": spec.dim, "dtype": spec.dtype}
-    return json.dumps({**made, "made_by": __name__, "spec": asdict(spec), **extra}, indent=2)
+    return {**made, "made_by": __name__, "spec": asdict(spec), **extra}
 
 
 def materialize_in21k(spec: SyntheticIn21kSpec, cache_dir: str | os.PathLike) -> Path:
@@ -280,8 +269,7 @@ def materialize_in21k(spec: SyntheticIn21kSpec, cache_dir: str | os.PathLike) ->
         for m, model in enumerate(PROBE_MODELS):
             acc = probe_accuracies(means[:c], spec.noise, _rng(spec, 6, m))
             np.save(tmp / "probe_accuracy" / f"{model}.npy", acc)
-        (tmp / "classes.txt").write_text("".join(f"{w}\n" for w in tree.class_wnids))
-        (tmp / "meta.json").write_text(_meta(spec, source="in21k"))
+        write_store_files(tmp, classes=tree.class_wnids, meta=_meta(spec, source="in21k"))
 
     return write_dir_atomically(root, write)
 
@@ -325,7 +313,6 @@ def materialize_in1k(spec: SyntheticIn1kSpec, cache_dir: str | os.PathLike) -> P
         np.save(tmp / "val_labels.npy", val)
         _write_features(tmp / "train.npy", lambda r: means[train[r]], train.size, spec, 0)
         _write_features(tmp / "val.npy", lambda r: mix[r].copy(), val.size, spec, 1)
-        (tmp / "classes.txt").write_text("".join(f"{w}\n" for w in wnids))
-        (tmp / "meta.json").write_text(_meta(spec, source="in1k"))
+        write_store_files(tmp, classes=wnids, meta=_meta(spec, source="in1k"))
 
     return write_dir_atomically(root, write)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from clusterbench.core.device import BLOCK_ELEMENTS
 from clusterbench.methods.self_distillation.heads import (
     column_norm,
     l2_normalize,
     l2_normalize_backward,
 )
 
-CPU_BLOCK_ELEMENTS = 1 << 22  # 16 MiB of float32 logits per tensor: about a CPU's L3 cache
-ACCELERATOR_BLOCK_ELEMENTS = 1 << 28  # 1 GiB of float32 logits per tensor
+CPU_BLOCK_ELEMENTS, ACCELERATOR_BLOCK_ELEMENTS = BLOCK_ELEMENTS["heads"]  # core/device.py
 
 
 def split_blocks(chunks: list[slice], heads_per_block: int) -> list[slice]:

@@ -16,26 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-INPUT_NORMS = ("none", "l2", "standardize")
+from clusterbench.data import normalize
+from clusterbench.methods.linear import StackedLinear
 
-
-class FusedLinear(nn.Module):
-    """H independent Linear layers. weight (H, in, out), bias (H, out)."""
-
-    def __init__(self, num_heads: int, in_dim: int, out_dim: int, init_std: float = 0.02) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_heads, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(num_heads, out_dim))
-        nn.init.trunc_normal_(self.weight, std=init_std)
-
-    def forward(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
-        """x: (M, in) shared by all heads, or (h, M, in) per head -> (h, M, out)."""
-        weight, bias = self.weight, self.bias
-        if heads != slice(None):  # slicing all heads would cost a zero-filled copy in backward
-            weight, bias = weight[heads], bias[heads]
-        if x.dim() == 2:  # a stride-0 batch: no copy of x, one batched GEMM with the bias
-            x = x.expand(weight.shape[0], *x.shape)
-        return torch.baddbmm(bias[:, None, :], x, weight)
+INPUT_NORMS = normalize.NORMALIZATIONS
 
 
 def column_norm(v: Tensor) -> Tensor:
@@ -107,7 +91,8 @@ class FusedHeads(nn.Module):
         self.num_clusters = num_clusters
         dims = [in_dim] + [hidden_dim] * num_hidden_layers + [bottleneck_dim]
         self.mlp = nn.ModuleList(
-            FusedLinear(num_heads, a, b, init_std) for a, b in zip(dims[:-1], dims[1:], strict=True)
+            StackedLinear(num_heads, a, b, init_std)
+            for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
         self.last_layer = FusedWeightNormLinear(num_heads, bottleneck_dim, num_clusters)
 
@@ -173,17 +158,8 @@ class InputNorm(nn.Module):
     @torch.no_grad()
     def fit(self, chunks: Iterable[Tensor]) -> InputNorm:
         """Mean and std of the train features from row blocks (N_i, D), in float64."""
-        total, total_sq, n = 0.0, 0.0, 0
-        for rows in chunks:
-            rows = rows.to(device="cpu", dtype=torch.float64)
-            total = total + rows.sum(dim=0)
-            total_sq = total_sq + rows.square().sum(dim=0)
-            n += rows.shape[0]
-        if n == 0:
-            raise ValueError("cannot compute input statistics from zero rows")
-        mean = total / n
-        var = (total_sq / n - mean.square()).clamp_min(0.0)
-        self.set_statistics(mean, var.sqrt())
+        mean, std = normalize.moments(rows.to(device="cpu") for rows in chunks)
+        self.set_statistics(mean, std)
         return self
 
     @torch.no_grad()
@@ -193,13 +169,11 @@ class InputNorm(nn.Module):
         self.fitted.fill_(True)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.float()
-        if self.mode == "l2":  # scale-safe: squares of rows beyond ~1e19 overflow float32
-            peak = x.abs().amax(dim=-1, keepdim=True)
-            return F.normalize(x / torch.where(peak > 0, peak, 1.0), dim=-1)
+        if self.mode == "l2":
+            return normalize.l2_normalize(x)
         if self.mode == "standardize":
-            return (x - self.mean) / self.std
-        return x
+            return normalize.standardize(x, self.mean, self.std)
+        return x.float()
 
 
 def weight_decay_groups(

@@ -19,11 +19,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
+from clusterbench.core.progress import RunProgressBar, RunTimeEstimate
 from clusterbench.core.progress import enabled as progress_enabled
-from clusterbench.core.training_progress import RunProgressBar, RunTimeEstimate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
+from clusterbench.methods.self_distillation.predict import predict
 from clusterbench.methods.task import ClusteringTask
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,8 @@ class SelfDistillationMethod:
             batch_size=batch_size,
             warmup_epochs=model.resolved_warmup_epochs(),
         )
-        out = model.predict(
+        out = predict(
+            model,
             view.val,
             batch_size=self.predict_batch_size,
             device=trainer.strategy.root_device,

@@ -16,18 +16,15 @@ Expected input: batches as produced by `NeighbourPairDataModule` (dicts with `an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import partial
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.malloc import retain_freed_memory
-from clusterbench.core.progress import progress
-from clusterbench.data.rows import Rows, as_rows, chunks
+from clusterbench.data.rows import as_rows, chunks
 from clusterbench.methods.self_distillation.ema import MomentumTeacher
 from clusterbench.methods.self_distillation.fused import (
     ACCELERATOR_BLOCK_ELEMENTS,
@@ -363,67 +360,6 @@ class SelfDistillationClustering(L.LightningModule):
         log("train/best_head", float(self.best_head))
         log("train/best_head_loss", float(means[self.best_head]))
         self._loss_sum = None
-
-    # ----------------------------------------------------------------- inference
-    @torch.no_grad()
-    def predict(
-        self,
-        features: Rows | Tensor,
-        batch_size: int = 65536,
-        head: int | None = None,
-        device: str | torch.device | None = None,
-        topk: int = 5,
-    ) -> dict[str, Tensor]:
-        """Cluster ids from the teacher's best head, chunked over rows; never builds N x C.
-
-        features: (N, D) raw features, as accepted by the datamodule. `device` moves the module
-        first (Lightning returns it to the CPU after fit). Returns CPU tensors: top1 (N,) int64,
-        topk (N, min(topk, C)) int64 best first, and confidence (N,) float32, the maximum
-        softmax probability at `teacher_temp`.
-        """
-        n, k = len(as_rows(features)), min(topk, self.num_clusters)
-        top = torch.empty((n, k), dtype=torch.long)
-        confidence = torch.empty(n, dtype=torch.float32)
-        for start, probs in self._iter_probabilities(features, batch_size, head, device):
-            values, index = probs.topk(k, dim=-1)
-            top[start : start + len(probs)] = index.cpu()
-            confidence[start : start + len(probs)] = values[:, 0].cpu()
-        return {"top1": top[:, 0].clone(), "topk": top, "confidence": confidence}
-
-    @torch.no_grad()
-    def predict_probabilities(
-        self,
-        features: Rows | Tensor,
-        batch_size: int = 65536,
-        head: int | None = None,
-        device: str | torch.device | None = None,
-    ) -> Tensor:
-        """Teacher best-head probabilities (N, C) on the CPU; for small N or C only."""
-        out = torch.empty((len(as_rows(features)), self.num_clusters), dtype=torch.float32)
-        for start, probs in self._iter_probabilities(features, batch_size, head, device):
-            out[start : start + len(probs)] = probs.cpu()
-        return out
-
-    def _iter_probabilities(
-        self,
-        features: Rows | Tensor,
-        batch_size: int,
-        head: int | None,
-        device: str | torch.device | None,
-    ) -> Iterator[tuple[int, Tensor]]:
-        if device is not None:
-            self.to(device)
-        head = int(self.best_head) if head is None else int(head)
-        if not 0 <= head < self.num_heads:
-            raise ConfigError(f"head {head} is out of range for {self.num_heads} heads")
-        heads = slice(head, head + 1)
-        features = as_rows(features)
-        n = len(features)
-        for start in progress(range(0, n, batch_size), f"predicting ({n:,} rows)"):
-            rows = torch.as_tensor(features.chunk(start, min(start + batch_size, n)))
-            rows = rows.to(self.device)
-            logits = self.teacher.module(self.input_norm(rows), heads)[0].float()  # (m, C)
-            yield start, F.softmax(logits / self.teacher_temp, dim=-1)
 
 
 REFERENCE_WARMUP_EPOCHS = 20  # the reference README's `--warmup_epochs=20` (of 100 epochs)

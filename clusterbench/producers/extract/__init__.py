@@ -2,8 +2,11 @@
 
     python -m clusterbench extract extractor=NAME images.root=DIR store=OUT_DIR [overrides]
 
-`models` turns an extractor spec (conf/extractor/*.yaml) into a network and its library's
-preprocessing, `keymaps` loads checkpoints laid out differently from timm, `images` lists and
-decodes the images, `writer` writes resumable shards and assembles the store, `run` drives it
-with Lightning (`Trainer.predict`, DDP across GPUs and nodes).
+backbones   an extractor spec (conf/extractor/*.yaml) -> a network and its library's
+            preprocessing (`backbones.build`; timm, open_clip, and `backbones.keymaps` for
+            checkpoints laid out differently from timm)
+images      lists and decodes the images
+datamodule  the Lightning data side: each rank's pending shards, batches within a shard
+writer      writes resumable shards and assembles the store
+run         drives it with Lightning (`Trainer.predict`, DDP across GPUs and nodes)
 """

@@ -4,12 +4,12 @@ Lightning runs the loop: `Trainer.predict` with DataLoader workers decoding, the
 transform, bf16 autocast and channels-last on GPU, and `ShardWriter` writing shards as
 batches finish. Under DDP (several GPUs or nodes) every rank takes its share of the shards not
 yet done and writes them itself; rank 0 assembles the store once all ranks are through.
+Which rows a rank reads, and in which batches, is `datamodule`'s (`ShardedImages`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sys
 import time
@@ -17,23 +17,20 @@ import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch import LightningModule, Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import ProgressColumn
-from rich.text import Text
-from torch.utils.data import DataLoader, Sampler
 
 from clusterbench.core import progress
+from clusterbench.core.device import extraction_precision, lightning_accelerator
 from clusterbench.core.errors import ConfigError, ExtractionError
 from clusterbench.core.fingerprint import digest
-from clusterbench.producers.extract.images import SPLITS, ImageDataset, Listing, list_images
-from clusterbench.producers.extract.models import Backbone, build_backbone
+from clusterbench.producers.extract.backbones.build import build_backbone
+from clusterbench.producers.extract.datamodule import ShardedImages
+from clusterbench.producers.extract.images import SPLITS, list_images
 from clusterbench.producers.extract.writer import (
     DTYPES,
-    Shard,
     ShardWriter,
     WorkDir,
     assemble,
@@ -64,101 +61,6 @@ class FeatureModule(LightningModule):
         return self.network(images).float()
 
 
-class ShardBatches(Sampler):
-    """Batches that start at each shard's first row and never cross into the next shard,
-    so every run computes a shard's rows in exactly the same batches."""
-
-    def __init__(self, shards: list[Shard], batch_size: int) -> None:
-        self.shards, self.batch_size = shards, batch_size
-
-    def __iter__(self):
-        for shard in self.shards:
-            for start in range(shard.start, shard.stop, self.batch_size):
-                yield list(range(start, min(start + self.batch_size, shard.stop)))
-
-    def __len__(self) -> int:
-        return sum(math.ceil(len(s) / self.batch_size) for s in self.shards)
-
-
-class ShardedImages(LightningDataModule):
-    """Both splits' images; each rank gets every world-size-th shard that is not done yet."""
-
-    def __init__(
-        self,
-        listing: Listing,
-        backbone: Backbone,
-        work: WorkDir,
-        plan: dict,
-        shards: dict[str, list[Shard]],
-        batch_size: int,
-        workers: int,
-        prefetch_factor: int | None,
-        pin_memory: bool,
-    ) -> None:
-        super().__init__()
-        self.listing, self.transform = listing, backbone.transform
-        self.work, self.plan, self.shards = work, plan, shards
-        self.batch_size, self.workers, self.prefetch_factor = batch_size, workers, prefetch_factor
-        self.pin_memory = pin_memory
-        self.assigned: dict[str, list[Shard]] = {s: [] for s in SPLITS}
-
-    def setup(self, stage: str) -> None:
-        trainer = self.trainer
-        assert trainer is not None
-        if trainer.global_rank == 0:
-            self.work.prepare(self.plan)
-        trainer.strategy.barrier("clusterbench-extract-prepared")
-        done = self.work.done()
-        for split in SPLITS:
-            pending = [s for s in self.shards[split] if s.key not in done]
-            self.assigned[split] = pending[trainer.global_rank :: trainer.world_size]
-
-    def predict_dataloader(self) -> list[DataLoader]:
-        loaders = []
-        for split in SPLITS:
-            dataset = ImageDataset(
-                self.listing.root, self.listing.splits[split].files, self.transform
-            )
-            extra = {} if self.workers == 0 else {"prefetch_factor": self.prefetch_factor}
-            loaders.append(
-                DataLoader(
-                    dataset,
-                    batch_sampler=ShardBatches(self.assigned[split], self.batch_size),
-                    num_workers=self.workers,
-                    pin_memory=self.pin_memory,
-                    **extra,
-                )
-            )
-        return loaders
-
-
-class ImagesPerSecond(ProgressColumn):
-    """Rich column: the bar's batches/s as images/s."""
-
-    def __init__(self, batch_size: int) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed * self.batch_size:,.0f} images/s")
-
-
-class ExtractionProgressBar(RichProgressBar):
-    """Lightning's rich bar, counting images per second instead of batches."""
-
-    def __init__(self, batch_size: int) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-
-    @property
-    def predict_description(self) -> str:
-        return "Extracting"
-
-    def configure_columns(self, trainer) -> list:
-        return super().configure_columns(trainer)[:-1] + [ImagesPerSecond(self.batch_size)]
-
-
 def extract(
     cfg: DictConfig,
     run_dir: Path | None = None,
@@ -184,7 +86,7 @@ def extract(
     batch_size = int(images.batch_size)
     if batch_size < 1:
         raise ConfigError(f"images.batch_size={batch_size}; expected a positive number")
-    accelerator = _accelerator(str(cfg.get("device", "auto")))
+    accelerator = lightning_accelerator(str(cfg.get("device", "auto")))
 
     spec = OmegaConf.to_container(cfg.extractor, resolve=True)
     assert isinstance(spec, dict)
@@ -220,7 +122,7 @@ def extract(
     }
     work.check(plan, overwrite)
 
-    precision = _precision(str(cfg.get("precision", "auto")), accelerator)
+    precision = extraction_precision(str(cfg.get("precision", "auto")), accelerator)
     total = sum(len(listing.splits[s]) for s in SPLITS)
     writer = ShardWriter(
         work,
@@ -258,7 +160,7 @@ def extract(
         default_root_dir=str(run_dir) if run_dir else None,
         callbacks=[
             writer,
-            *([ExtractionProgressBar(batch_size)] if show else []),
+            *([progress.ExtractionProgressBar(batch_size)] if show else []),
             *(callbacks or []),
         ],
     )
@@ -327,27 +229,6 @@ def _check_store(store: Path, overwrite: bool, work: WorkDir) -> None:
             f"store={store} exists and is not empty; choose a new directory or pass "
             "overwrite=true to replace it"
         )
-
-
-def _accelerator(device: str) -> str:
-    """`device=auto|cpu|cuda` as a Lightning accelerator."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device={device}; expected auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but torch sees no CUDA device; use device=cpu or auto")
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return "cpu"
-    return "gpu"
-
-
-def _precision(value: str, accelerator: str) -> str:
-    """auto: bf16 autocast on GPUs that have it, else exact fp32 (so CPU rows are reproducible
-    against a plain forward)."""
-    if value != "auto":
-        return value
-    if accelerator == "gpu" and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
 
 
 def worker_count(value, accelerator: str, devices) -> int:

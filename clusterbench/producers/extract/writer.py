@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from clusterbench.core.atomic import atomic_file, write_json_atomic
+from clusterbench.core.atomic import atomic_file, replace_dir, write_json_atomic
 from clusterbench.core.errors import ExtractionError
 from clusterbench.core.fingerprint import digest
+from clusterbench.data.store_writer import write_store_files
 from clusterbench.producers.extract.images import SPLITS, Listing
 
 STORE_FILES = ("train.npy", "train_labels.npy", "val.npy", "val_labels.npy", "meta.json")
@@ -338,11 +339,9 @@ def assemble(
         out.flush()
         del out
         np.save(tmp / f"{split}_labels.npy", part.labels[keep])
-        with open(tmp / f"{split}_files.txt", "w") as fh:
-            for i in np.flatnonzero(keep):
-                fh.write(part.files[int(i)] + "\n")
+        write_store_files(tmp, files={split: [part.files[int(i)] for i in np.flatnonzero(keep)]})
         counts[split] = n
-    (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in listing.classes))
+    write_store_files(tmp, classes=listing.classes)
     (tmp / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
     meta = {
         **meta,
@@ -366,14 +365,11 @@ def install(tmp: Path, store: Path, overwrite: bool) -> None:
     if store.exists() and (store_is_complete(store) or any(store.iterdir())):
         if not overwrite:
             raise ExtractionError(f"{store} already exists; pass overwrite=true to replace it")
-        old = store.parent / f".{store.name}.old-{os.getpid()}"
-        os.replace(store, old)
-        os.replace(tmp, store)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, store, overwrite=True)
     else:
         if store.exists():
             store.rmdir()
-        os.replace(tmp, store)
+        replace_dir(tmp, store)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,30 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from clusterbench.core.errors import ConfigError, StoreError
+from clusterbench.data.normalize import check_mode, l2_normalize, moments, standardize
 from clusterbench.data.rows import Rows, chunks
 
-NORMALIZATIONS = ("none", "l2", "standardize")
 FEATURE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CHUNK_ROWS = 65536
-
-
-def torch_device(device: str) -> torch.device:
-    """The run's `device: auto|cpu|cuda[:i]` as a torch device (auto: CUDA when available)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device={device!r}: expected auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but torch sees no CUDA device; use device=auto or cpu")
-    if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={device!r}: expected auto, cpu or cuda")
-    return resolved
 
 
 def feature_dtype(name: str, stored: np.dtype) -> torch.dtype:
@@ -81,8 +65,7 @@ class Normalizer:
     std: Tensor | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in NORMALIZATIONS:
-            raise ConfigError(f"normalize={self.mode!r}: expected one of {NORMALIZATIONS}")
+        check_mode(self.mode)
 
     @classmethod
     def fit(cls, mode: str, x: Tensor, chunk_rows: int = CHUNK_ROWS) -> Normalizer:
@@ -90,15 +73,8 @@ class Normalizer:
         norm = cls(mode)
         if mode != "standardize":
             return norm
-        total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        squares = torch.zeros_like(total)
-        for start in range(0, x.shape[0], chunk_rows):
-            block = x[start : start + chunk_rows].double()
-            total += block.sum(0)
-            squares += (block * block).sum(0)
-        mean = total / x.shape[0]
-        var = (squares / x.shape[0] - mean * mean).clamp_min(0)
-        std = var.sqrt()
+        blocks = (x[start : start + chunk_rows] for start in range(0, x.shape[0], chunk_rows))
+        mean, std = moments(blocks)
         norm.mean, norm.std = mean.float(), torch.where(std > 0, std, 1.0).float()
         return norm
 
@@ -109,11 +85,9 @@ class Normalizer:
         for start in range(0, x.shape[0], chunk_rows):
             block = x[start : start + chunk_rows].float()
             if self.mode == "l2":
-                # scale-safe, as rows.normalize_rows: huge rows must not overflow to zero
-                peak = block.abs().amax(dim=1, keepdim=True)
-                block = F.normalize(block / torch.where(peak > 0, peak, 1.0), dim=1)
+                block = l2_normalize(block, dim=1)
             else:
-                block = (block - self.mean) / self.std
+                block = standardize(block, self.mean, self.std)
             x[start : start + chunk_rows] = block.to(x.dtype)
         return x
 

@@ -21,44 +21,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from clusterbench.core.config import check_fields
+from clusterbench.core.device import block_elements, probe_uses_bf16
 from clusterbench.core.errors import ConfigError, TrainingDiverged
 from clusterbench.core.malloc import retain_freed_memory
 from clusterbench.core.progress import progress
-from clusterbench.producers.probe.data import FEATURE_DTYPES, NORMALIZATIONS
+from clusterbench.data.normalize import NORMALIZATIONS
+from clusterbench.methods.linear import StackedLinear, StackedSGD
+from clusterbench.producers.probe.data import FEATURE_DTYPES
 
 # The grid of appendix C.3.
 PAPER_LRS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3)
 PAPER_WEIGHT_DECAYS = (0.0, 1e-3, 1e-5)
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "32", "bf16")
-# Logits held at once when scoring (P x rows x C floats): 2^25 is 128 MiB.
-EVAL_ELEMENTS = 1 << 25
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def check_types(settings: object, prefix: str) -> None:
-    """A wrong type fails with one line (`probe.epochs=2.5` must not silently become 2)."""
-    for name, spec in settings.__dataclass_fields__.items():  # type: ignore[attr-defined]
-        value, kind = getattr(settings, name), spec.type
-        if kind == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif kind == "float":
-            ok = _number(value)
-        elif kind == "str":
-            ok = isinstance(value, str | int)  # `precision: 32` is read as an int
-        elif kind.startswith("list"):
-            ok = isinstance(value, list | tuple) and all(_number(v) for v in value)
-        else:
-            continue
-        if not ok:
-            raise ConfigError(
-                f"{prefix}.{name}={value!r} ({type(value).__name__}): expected {kind}"
-            )
+EVAL_ELEMENTS = block_elements("probe_scores", accelerator=False)  # same on both
 
 
 @dataclass(frozen=True)
@@ -82,11 +61,11 @@ class ProbeSettings:
     schedule: str = "cosine"
     normalize: str = "none"
     holdout: float = 0.1
-    precision: str = "auto"
+    precision: str | int = "auto"  # `precision: 32` is read as an int
     feature_dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        check_types(self, "probe")
+        check_fields(self, "probe")
         self.lrs = [float(v) for v in self.lrs]
         self.weight_decays = [float(v) for v in self.weight_decays]
         if not self.lrs or not self.weight_decays:
@@ -124,79 +103,11 @@ class ProbeSettings:
         return [Cell(lr, wd) for lr in self.lrs for wd in self.weight_decays]
 
 
-class StackedLinear(nn.Module):
-    """P linear probes D -> C as one (P, D, C) weight and (P, C) bias."""
-
-    def __init__(self, num_probes: int, dim: int, num_classes: int, seed: int) -> None:
-        super().__init__()
-        # One N(0, 0.01) draw shared by every probe: cells differ only in hyperparameters.
-        init = torch.randn(dim, num_classes, generator=torch.Generator().manual_seed(seed))
-        self.weight = nn.Parameter((0.01 * init).expand(num_probes, -1, -1).clone())
-        self.bias = nn.Parameter(torch.zeros(num_probes, num_classes))
-
-    @property
-    def num_probes(self) -> int:
-        return int(self.weight.shape[0])
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, D) -> (P, B, C) logits: one batched product for all probes."""
-        p, b = self.num_probes, x.shape[0]
-        return torch.baddbmm(self.bias.unsqueeze(1), x.unsqueeze(0).expand(p, b, -1), self.weight)
-
-    def probe(self, i: int) -> StackedLinear:
-        """Probe i alone (a copy), e.g. to score or save the chosen one."""
-        one = StackedLinear.__new__(StackedLinear)
-        nn.Module.__init__(one)
-        one.weight = nn.Parameter(self.weight.detach()[i : i + 1].clone())
-        one.bias = nn.Parameter(self.bias.detach()[i : i + 1].clone())
-        return one
-
-
-class StackedSGD:
-    """torch.optim.SGD's update (momentum, dampening 0, no Nesterov, coupled weight decay)
-    with a learning rate and weight decay per probe, on the stacked parameters.
-
-    It is exactly one torch.optim.SGD param group per probe (a test checks it), applied as a
-    few tensor operations over all probes instead of P groups of per-tensor kernel launches.
-    """
-
-    def __init__(
-        self, params: list[Tensor], lrs: list[float], weight_decays: list[float], momentum: float
-    ) -> None:
-        self.params = params
-        device = params[0].device
-        self.lrs = torch.tensor(lrs, dtype=torch.float32, device=device)
-        self.weight_decays = torch.tensor(weight_decays, dtype=torch.float32, device=device)
-        self.momentum = momentum
-        self.buffers = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self, lr_scale: float = 1.0) -> None:
-        """One update; adds the weight decay into `.grad` in place (no weight-sized temporary)."""
-        for param, buf in zip(self.params, self.buffers, strict=True):
-            shape = (-1,) + (1,) * (param.dim() - 1)
-            grad = param.grad.addcmul_(self.weight_decays.view(shape), param)
-            buf.mul_(self.momentum).add_(grad)
-            param.addcmul_(self.lrs.view(shape), buf, value=-lr_scale)
-
-
 def lr_factor(schedule: str, step: int, total: int) -> float:
     """Learning-rate multiplier at `step` of `total`: cosine decay to 0 (no warm-up) or 1."""
     if schedule == "constant":
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * step / total))
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 products for `bf16`, and for `auto` on GPUs with bf16 tensor cores (CUDA 8.0+).
-
-    Not on CPUs, even with AMX / AVX-512-BF16: the probe's batched products are too small to
-    gain (measured: 11.9 vs 10.7 ms per 18-probe step, D=64, C=100, one thread)."""
-    from clusterbench.core.device import fast_bf16
-
-    return precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and fast_bf16("cuda")
-    )
 
 
 @dataclass
@@ -234,7 +145,8 @@ def train_probes(
     n, p = int(rows.shape[0]), len(cells)
     if n == 0:
         raise ConfigError(f"{describe}: no training samples")
-    model = StackedLinear(p, features.shape[1], num_classes, seed).to(device)
+    # One N(0, 0.01) draw shared by every probe: cells differ only in hyperparameters.
+    model = StackedLinear(p, features.shape[1], num_classes, 0.01, shared_seed=seed).to(device)
     optimizer = StackedSGD(
         [model.weight, model.bias],
         [c.lr for c in cells],
@@ -245,7 +157,7 @@ def train_probes(
     batch = min(settings.batch_size, n)
     per_epoch = -(-n // batch)
     total = settings.epochs * per_epoch
-    bf16 = uses_bf16(settings.precision, device)
+    bf16 = probe_uses_bf16(settings.precision, device)
     epoch_loss = torch.zeros(p, dtype=torch.float64, device=device)
     step = 0
     for _ in progress(range(settings.epochs), f"training {p} {describe} on {n:,} rows"):
@@ -288,7 +200,7 @@ def predict_topk(
     """(P, N, k) top-k classes of every probe for `features[rows]` (all rows when None), best
     first, on the CPU. Rows are gathered and scored in chunks, so neither a copy of the rows
     nor more than `max_elements` logits exist at once."""
-    p, c = model.num_probes, model.bias.shape[1]
+    p, c = model.num_stacked, model.bias.shape[1]
     k = min(k, c)
     n = features.shape[0] if rows is None else int(rows.shape[0])
     chunk = max(1, max_elements // (p * c))

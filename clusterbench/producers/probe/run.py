@@ -21,19 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import seed_everything
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from clusterbench.benchmarks.families.model_based import classes_digest, fallback_dir, tree_sidecar
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
 from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
-from clusterbench.core.config import build, check_config
+from clusterbench.core.config import build
+from clusterbench.core.device import torch_device
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import in_label_sets
-from clusterbench.producers.probe.data import Normalizer, feature_dtype, resident, torch_device
+from clusterbench.producers.probe.data import Normalizer, feature_dtype, resident
 from clusterbench.producers.probe.grid import (
     Cell,
     ProbeSettings,
@@ -41,7 +41,7 @@ from clusterbench.producers.probe.grid import (
     predict_topk,
     train_probes,
 )
-from clusterbench.results import library_versions, print_metrics, write_results
+from clusterbench.results import PROBING, RunResult, print_metrics, start_run
 
 SELECTIONS = ("acc", "acc_holdout_selected")
 WRITE_MODES = ("auto", "true", "false")
@@ -176,9 +176,7 @@ def edge_note(cell: Cell, settings: ProbeSettings) -> str | None:
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     """Probe the configured view with the whole grid; return the results payload."""
     console = console or Console()
-    check_config(cfg)  # wrong types fail here, before any data is read
-    seed = int(cfg.seed)
-    seed_everything(seed, workers=True, verbose=False)
+    seed = start_run(cfg)  # wrong types fail here, before any data is read
     timings: dict[str, float] = {}
     start = time.perf_counter()
     view: BenchmarkView = build(cfg.dataset)
@@ -324,14 +322,13 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
         ),
         "holdout_selected_metrics": honest_metrics,
     }
-    payload = {
-        "method": "probing",
-        "dataset": view.name,
-        "seed": seed,
-        "metrics": metrics,
-        "probing": probing,
-        "reliability": None,
-        "method_info": {
+    payload = RunResult(
+        method=PROBING,
+        dataset=view.name,
+        seed=seed,
+        metrics=metrics,
+        sections={"probing": probing},
+        method_info={
             "grid": grid,
             "settings": {
                 **{k: getattr(settings, k) for k in settings.__dataclass_fields__},
@@ -344,13 +341,11 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
             "val_classes_absent": absent,
             "grid_edge": edge,
         },
-        "dataset_summary": view.summary(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "artefacts": artefacts,
-        "versions": library_versions(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    write_results(run_dir, payload)
+        dataset_summary=view.summary(),
+        timings=timings,
+        artefacts=artefacts,
+        config=cfg,
+    ).write(run_dir)
     console.print(grid_table(grid, chosen, honest))
     print_metrics(metrics, f"probing on {view.name} (seed {seed})", console)
     if metrics["acc_holdout_selected"] is not None:

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clusterbench.core.config import check_fields
 from clusterbench.core.errors import ConfigError
-from clusterbench.producers.probe.grid import check_types
+from clusterbench.results import SEPARABILITY_METRICS
 
 SPLITS = ("train", "val")
-METRICS = ("l_align", "davies_bouldin", "silhouette")
+METRICS = SEPARABILITY_METRICS
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -46,7 +47,7 @@ class SeparabilitySettings:
     chunk_elements: int = 1 << 24
 
     def __post_init__(self) -> None:
-        check_types(self, "separability")
+        check_fields(self, "separability")
         if self.split not in SPLITS:
             raise ConfigError(f"separability.split={self.split!r}: expected one of {SPLITS}")
         if self.normalize not in ("l2", "none"):

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import seed_everything
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from clusterbench.core.config import build, check_config
+from clusterbench.core.config import build
+from clusterbench.core.device import torch_device
 from clusterbench.data.view import BenchmarkView
 from clusterbench.neighbours import mine_neighbours
-from clusterbench.producers.probe.data import Normalizer, feature_dtype, resident, torch_device
+from clusterbench.producers.probe.data import Normalizer, feature_dtype, resident
 from clusterbench.producers.separability.metrics import (
     METRICS,
     SeparabilitySettings,
@@ -26,7 +26,7 @@ from clusterbench.producers.separability.metrics import (
     silhouette,
     silhouette_rows,
 )
-from clusterbench.results import library_versions, write_results
+from clusterbench.results import SEPARABILITY, RunResult, start_run
 
 
 def neighbour_table(cfg: DictConfig, view: BenchmarkView, split: str, k: int) -> tuple:
@@ -63,9 +63,7 @@ def _finite(value: float) -> float | None:
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     """Measure the configured view's class separability; return the results payload."""
     console = console or Console()
-    check_config(cfg)  # wrong types fail here, before any data is read
-    seed = int(cfg.seed)
-    seed_everything(seed, workers=True, verbose=False)
+    seed = start_run(cfg)  # wrong types fail here, before any data is read
     timings: dict[str, float] = {}
     start = time.perf_counter()
     view: BenchmarkView = build(cfg.dataset)
@@ -131,20 +129,16 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
         "device": str(device),
         "notes": notes,
     }
-    payload = {
-        "method": "separability",
-        "dataset": view.name,
-        "seed": seed,
-        "metrics": metrics,
-        "reliability": None,
-        "method_info": info,
-        "dataset_summary": view.summary(),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "artefacts": {},
-        "versions": library_versions(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    write_results(run_dir, payload)
+    payload = RunResult(
+        method=SEPARABILITY,
+        dataset=view.name,
+        seed=seed,
+        metrics=metrics,
+        method_info=info,
+        dataset_summary=view.summary(),
+        timings=timings,
+        config=cfg,
+    ).write(run_dir)
     out = Table(title=f"separability of {view.name} ({split}, seed {seed})")
     out.add_column("metric")
     out.add_column("value", justify="right")

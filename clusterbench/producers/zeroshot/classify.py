@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from clusterbench.benchmarks.imagenet21k.tree import Tree
+from clusterbench.core.device import block_elements, torch_device
 from clusterbench.core.errors import ConfigError
+from clusterbench.data.normalize import l2_normalize
 from clusterbench.data.rows import Rows
-from clusterbench.producers.zeroshot.refine import normalized, resolve_device
 
 CANDIDATES = ("all", "level", "siblings")
 
@@ -57,10 +58,10 @@ def classify(
     sibling sets): rows of one outer group are scored together against all its classes and
     the other groups are masked out, so thousands of small sibling sets cost one product per
     level instead of one each."""
-    dev = resolve_device(device)
+    dev = torch_device(device)
     gpu = dev.type == "cuda"
-    budget = budget or (1 << 28 if gpu else 1 << 23)
-    emb = normalized(torch.as_tensor(class_emb).to(dev))
+    budget = budget or block_elements("similarity", gpu)
+    emb = l2_normalize(torch.as_tensor(class_emb).to(dev))
     labels = np.asarray(labels, dtype=np.int64)
     outer = groups if outer is None else np.asarray(outer)
     row_outer = outer[labels]
@@ -78,7 +79,7 @@ def classify(
             step = chunk_rows or max(1, min(1 << 20, budget // cands.size))
             for start in range(0, members.size, step):
                 part = members[start : start + step]
-                x = normalized(torch.as_tensor(rows.take(part)).to(dev))
+                x = l2_normalize(torch.as_tensor(rows.take(part)).to(dev))
                 logits = logit_scale * (x @ emb[cand_t].T)
                 mine = torch.as_tensor(groups[labels[part]], device=dev)
                 logits.masked_fill_(cand_group[None, :] != mine[:, None], float("-inf"))

@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
-from clusterbench.core.atomic import write_json_atomic
+from clusterbench.core.atomic import replace_dir, write_json_atomic
 from clusterbench.core.cli import command
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.rows import FeatureRows
 from clusterbench.producers.zeroshot.embeddings import check_dims, class_embeddings
 from clusterbench.producers.zeroshot.entry import base_kwargs, plain
-from clusterbench.producers.zeroshot.refine import KIND_OF_MODE, MODES, refine, with_descendants
+from clusterbench.producers.zeroshot.refine import KIND_OF_MODE, MODES, refine
 from clusterbench.results import library_versions
 
 # Section 4.2 / Table 2 with OpenCLIP ViT-G on the real ImageNet-21K-P, printed beside ours.
@@ -87,13 +87,7 @@ def write_relabel_dir(out: Path, labels: dict, meta: dict, overwrite: bool) -> P
             np.save(tmp / f"{split}_labels.npy", arr.astype(np.int64))
         write_json_atomic(tmp / "meta.json", meta)
         os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out, overwrite=True)  # asked above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -146,7 +140,7 @@ def run_hzr(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
         lemma_data=lambda: (rows["train"], labels["train"]),
         cache_dir=cfg.paths.cache_dir,
         device=str(cfg.device),
-        needed=with_descendants(tree, np.unique(np.concatenate(list(labels.values())))),
+        needed=tree.with_descendants(np.unique(np.concatenate(list(labels.values())))),
     )
     text_s = time.perf_counter() - t0
     check_dims(src.store.dim, emb, emb.info.get("source", "text tower"))

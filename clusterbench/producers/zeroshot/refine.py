@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 
 from clusterbench.benchmarks.imagenet21k.tree import Tree
+from clusterbench.core.device import block_elements, torch_device
 from clusterbench.core.progress import progress
+from clusterbench.data.normalize import l2_normalize
 from clusterbench.data.rows import Rows, chunks
 
 MODES = ("leaf", "parent")
@@ -52,30 +54,6 @@ class Levels:
             has_children=torch.as_tensor(has_children, device=device),
             by_depth=by_depth,
         )
-
-
-def with_descendants(tree: Tree, classes: np.ndarray) -> np.ndarray:
-    """Sorted class ids of `classes` and every class below them: all a descent can reach."""
-    mark = np.zeros(tree.num_classes, dtype=bool)
-    mark[np.asarray(classes, dtype=np.int64)] = True
-    parent, depth = np.asarray(tree.class_parent), np.asarray(tree.depth)
-    for d in range(1, int(depth.max()) + 1):  # parents are final before their children
-        nodes = np.flatnonzero(depth == d)
-        mark[nodes] |= mark[parent[nodes]]
-    return np.flatnonzero(mark)
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto`: the accelerator when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def normalized(x: Tensor) -> Tensor:
-    """float32 unit rows (cosine similarity is a dot product of these)."""
-    x = x.float()
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def descend(
@@ -127,12 +105,12 @@ def refine(
     chunks onto the device, so a store larger than device memory is fine."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-    dev = resolve_device(device)
+    dev = torch_device(device)
     gpu = dev.type == "cuda"
     chunk_rows = chunk_rows or (1 << 20 if gpu else 1 << 16)
-    budget = budget or (1 << 28 if gpu else 1 << 23)
+    budget = budget or block_elements("similarity", gpu)
     levels = Levels.of(tree, dev)
-    emb = normalized(torch.as_tensor(class_emb).to(dev))
+    emb = l2_normalize(torch.as_tensor(class_emb).to(dev))
     labels = np.asarray(labels, dtype=np.int64)
     out = np.empty_like(labels)
     moved = np.empty_like(labels)
@@ -141,7 +119,7 @@ def refine(
     with torch.inference_mode():
         for start, block in progress(blocks, f"HZR ({mode})", total=total):
             stop = start + block.shape[0]
-            x = normalized(torch.as_tensor(block).to(dev, non_blocking=True))
+            x = l2_normalize(torch.as_tensor(block).to(dev, non_blocking=True))
             lab = torch.as_tensor(labels[start:stop]).to(dev)
             new, steps = descend(x, lab, emb, levels, mode, budget)
             out[start:stop] = new.cpu().numpy()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from torchmetrics.functional.classification import binary_calibration_error
 
@@ -24,9 +24,7 @@ from clusterbench.evaluation.plots import confidence_histogram, reliability_diag
 from clusterbench.producers.zeroshot.classify import candidate_groups, classify
 from clusterbench.producers.zeroshot.embeddings import check_dims, class_embeddings
 from clusterbench.producers.zeroshot.entry import plain
-from clusterbench.results import library_versions, print_metrics, write_results
-
-METHOD = "clip_zeroshot"
+from clusterbench.results import ZEROSHOT, RunResult, print_metrics, start_run
 
 
 def view_class_ids(view: BenchmarkView, tree: Tree) -> np.ndarray:
@@ -54,6 +52,7 @@ def view_class_ids(view: BenchmarkView, tree: Tree) -> np.ndarray:
 def run_zeroshot(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     """Zero-shot classify one split of the configured view; return the results payload."""
     console = console or Console()
+    seed = start_run(cfg)
     zcfg = plain(cfg.zeroshot)
     split, mode = str(zcfg.get("split", "val")), str(zcfg.get("candidates", "all"))
     if split not in ("train", "val"):
@@ -114,29 +113,25 @@ def run_zeroshot(cfg: DictConfig, run_dir: Path, console: Console | None = None)
         "confidence_png": confidence_histogram(conf, run_dir / "confidence_hist.png", title).name,
         "predictions": "predictions.npz",
     }
-    payload = {
-        "method": METHOD,
-        "dataset": view.name,
-        "seed": 0,
-        "metrics": metrics,
-        "reliability": bins,
-        "method_info": {
+    payload = RunResult(
+        method=ZEROSHOT,
+        dataset=view.name,
+        seed=seed,
+        metrics=metrics,
+        reliability=bins,
+        method_info={
             "candidates": mode,
             "split": split,
             "logit_scale": emb.logit_scale,
             "class_embeddings": emb.info,
             "samples_per_s": round(labels.size / max(classify_s, 1e-9), 1),
         },
-        "dataset_summary": view.summary(),
-        "timings": {
-            "classify_s": round(classify_s, 3),
-            "total_s": round(time.perf_counter() - start, 3),
-        },
-        "artefacts": artefacts,
-        "versions": library_versions(),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    write_results(run_dir, payload)
+        dataset_summary=view.summary(),
+        timings={"classify_s": classify_s},
+        started=start,
+        artefacts=artefacts,
+        config=cfg,
+    ).write(run_dir)
     print_metrics(metrics, f"{title} ({split}, {labels.size:,} samples)", console)
     console.print(f"results: {run_dir / 'results.json'}")
     return payload

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
+from clusterbench.core.device import torch_device
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.fingerprint import digest
+from clusterbench.data.normalize import l2_normalize
 from clusterbench.data.rows import Rows
 from clusterbench.producers.zeroshot.embeddings import ClassEmbeddings, check_rows
-from clusterbench.producers.zeroshot.refine import normalized, resolve_device
 
 LEMMA_CHOICES = ("majority", "mean", "first")
 MODEL_KEYS = ("library", "arch", "pretrained", "weights", "model_kwargs")
@@ -84,7 +85,7 @@ def encode_lemmas(
     """(len(names), D) unit text embeddings (mean over the 7 prompts) and the logit scale."""
     import open_clip
 
-    from clusterbench.producers.extract.models import build_backbone
+    from clusterbench.producers.extract.backbones.build import build_backbone
 
     model = build_backbone(extractor).module.model.to(device)
     tokenizer = open_clip.get_tokenizer(str(extractor["arch"]))
@@ -150,7 +151,7 @@ def majority_lemma(
             keep = np.flatnonzero(multi[start:stop])
             if keep.size == 0:
                 continue
-            x = normalized(torch.as_tensor(rows.take(start + keep)).to(device))
+            x = l2_normalize(torch.as_tensor(rows.take(start + keep)).to(device))
             lab = torch.as_tensor(labels[start + keep], device=device)
             sims = torch.einsum("nd,nkd->nk", x, emb[pad[lab]])
             sims.masked_fill_(~valid[lab], float("-inf"))
@@ -189,7 +190,7 @@ def text_class_embeddings(
     ptr = np.zeros(classes.size + 1, dtype=np.int64)
     np.cumsum([len(v) for v in per_class], out=ptr[1:])
     flat = [lemma for v in per_class for lemma in v]
-    dev = resolve_device(device)
+    dev = torch_device(device)
     emb, scale, cached = lemma_embeddings(
         extractor, flat, cache_dir, int(zeroshot.get("text_batch") or 64), dev
     )

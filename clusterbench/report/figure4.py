@@ -1,6 +1,6 @@
 """Figure 4: separability metrics against linear-probe accuracy across benchmarks, with R².
 
-    python -m clusterbench.producers.separability.plot RESULTS... [--out figure4.png] [--json fits.json]
+    python -m clusterbench.report.figure4 RESULTS... [--out figure4.png] [--json fits.json]
 
 RESULTS are results.json files or directories holding them: the separability runs
 (`python -m clusterbench separability`) and the probing runs (`python -m clusterbench probe`)
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import linregress
 
-from clusterbench.producers.separability.metrics import METRICS
-from clusterbench.results import RESULTS_FILE, iter_results
+from clusterbench.results import PROBING, RESULTS_FILE, SEPARABILITY, iter_results
+from clusterbench.results import SEPARABILITY_METRICS as METRICS
 
 LABELS = {
     "l_align": r"$\mathcal{L}_{align}$",
@@ -52,9 +52,9 @@ def pair(results: list[dict]) -> list[dict]:
     probe: dict[tuple, list[float]] = defaultdict(list)
     sep: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        if r.get("method") == "probing" and r["metrics"].get("acc") is not None:
+        if r.get("method") == PROBING and r["metrics"].get("acc") is not None:
             probe[_key(r)].append(float(r["metrics"]["acc"]))
-        elif r.get("method") == "separability":
+        elif r.get("method") == SEPARABILITY:
             for name in METRICS:
                 if r["metrics"].get(name) is not None:
                     sep[_key(r)][name].append(float(r["metrics"][name]))
@@ -120,7 +120,7 @@ def plot(points: list[dict], fits: dict[str, dict], out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clusterbench.producers.separability.plot",
+        prog="python -m clusterbench.report.figure4",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("results", nargs="+", type=Path, help="results.json files or dirs")
