@@ -36,7 +36,7 @@ CACHE_VERSION = 1
 IVF_TRAIN_ROWS = 256 * 1024
 IVF_MIN_POINTS_PER_CELL = 39
 # nlist = the power of two nearest IVF_CELLS_PER_SQRT_N * sqrt(N): measured at 1M x 384 by
-# `python -m clusterbench perf scale` (README, "A million rows").
+# `python -m clusterbench perf scale` (docs/performance.md, "A million rows").
 IVF_CELLS_PER_SQRT_N = 4.0
 
 

@@ -12,4 +12,4 @@ OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table5 paper.table=figure2_left \
     dataset=coarse_d1,coarse_d2,coarse_d3,coarse_d4,coarse_d5,coarse_d6,coarse_d7,coarse_d8,in21k \
     method=kmeans,temi,scanv2 seed=0,1,2 "$@"
-$PY -m clusterbench.report $OUT/figure2_left
+$PY -m clusterbench report $OUT/figure2_left

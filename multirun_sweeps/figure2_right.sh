@@ -10,4 +10,4 @@ PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table5 paper.table=figure2_right \
     dataset=tiny,small,base,large,huge method=kmeans,temi,scanv2 seed=0,1,2 "$@"
-$PY -m clusterbench.report $OUT/figure2_right
+$PY -m clusterbench report $OUT/figure2_right

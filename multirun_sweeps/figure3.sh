@@ -12,4 +12,4 @@ OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=figure3 dataset=in1k method=temi,scanv2 \
     extractor=mae_r_vith,ibot_vitl,dinov2_vitg,clip_vitg,clip_vitb32,clip_vitl14,sup_vitl,dino_vitb16 \
     seed=0,1,2 "$@"
-$PY -m clusterbench.report $OUT/figure3
+$PY -m clusterbench report $OUT/figure3

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 DATASETS=clip_1k,dinov2_1k,sup_1k,random_1k,union_1k,in1k,tiny,imbalanced_2k,centered_2k,in21k_leaf,coarse_d4,in21k
-$PY -m clusterbench.producers.separability --multirun dataset=$DATASETS extractor=ibot_vitl \
+$PY -m clusterbench separability --multirun dataset=$DATASETS extractor=ibot_vitl \
     hydra.sweep.dir=$OUT/figure4/separability "$@"
-$PY -m clusterbench.producers.probe --multirun dataset=$DATASETS extractor=ibot_vitl \
+$PY -m clusterbench probe --multirun dataset=$DATASETS extractor=ibot_vitl \
     hydra.sweep.dir=$OUT/figure4/probing "$@"
-$PY -m clusterbench.report $OUT/figure4
+$PY -m clusterbench report $OUT/figure4

@@ -13,4 +13,4 @@ $PY -m clusterbench --multirun experiment=table5 paper.table=figure5 dataset=coa
     method=temi method.knn=10,25,50,100,200 knn.k=200 seed=0,1,2 "$@"
 $PY -m clusterbench --multirun experiment=table5 paper.table=figure5 dataset=coarse_d1,coarse_d2 \
     method=kmeans seed=0,1,2 hydra.sweep.dir=$OUT/figure5/kmeans "$@"
-$PY -m clusterbench.report $OUT/figure5
+$PY -m clusterbench report $OUT/figure5

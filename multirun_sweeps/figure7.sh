@@ -9,6 +9,6 @@ set -uo pipefail  # a failed job does not stop the others; the report lists it
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
-$PY -m clusterbench.producers.zeroshot --multirun extractor=clip_vitg dataset=in21k \
+$PY -m clusterbench zeroshot --multirun extractor=clip_vitg dataset=in21k \
     zeroshot.candidates=all,level,siblings hydra.sweep.dir=$OUT/figure7 "$@"
-$PY -m clusterbench.report $OUT/figure7
+$PY -m clusterbench report $OUT/figure7

@@ -11,4 +11,4 @@ PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table1 paper.table=figure8 dataset=in1k method=temi,scanv2 \
     seed=0,1,2 "$@"
-$PY -m clusterbench.report $OUT/figure8
+$PY -m clusterbench report $OUT/figure8

@@ -11,8 +11,8 @@ PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table1 dataset=in1k,in1k_odd,imbalanced_2k,centered_2k \
     method=kmeans,temi,scanv2 seed=0,1,2 "$@"
-$PY -m clusterbench.producers.probe --multirun dataset=in1k,in1k_odd extractor=mae_r_vith \
+$PY -m clusterbench probe --multirun dataset=in1k,in1k_odd extractor=mae_r_vith \
     hydra.sweep.dir=$OUT/table1/probing_in1k "$@"
-$PY -m clusterbench.producers.probe --multirun dataset=imbalanced_2k,centered_2k extractor=ibot_vitl \
+$PY -m clusterbench probe --multirun dataset=imbalanced_2k,centered_2k extractor=ibot_vitl \
     hydra.sweep.dir=$OUT/table1/probing_in21k "$@"
-$PY -m clusterbench.report $OUT/table1
+$PY -m clusterbench report $OUT/table1

@@ -11,6 +11,6 @@ PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table3 \
     dataset=clip_1k,dinov2_1k,sup_1k,random_1k,in1k,union_1k method=kmeans,temi,scanv2 seed=0,1,2 "$@"
-$PY -m clusterbench.producers.probe --multirun dataset=clip_1k,dinov2_1k,sup_1k,random_1k,in1k,union_1k \
+$PY -m clusterbench probe --multirun dataset=clip_1k,dinov2_1k,sup_1k,random_1k,in1k,union_1k \
     extractor=ibot_vitl hydra.sweep.dir=$OUT/table3/probing "$@"
-$PY -m clusterbench.report $OUT/table3
+$PY -m clusterbench report $OUT/table3

@@ -11,8 +11,8 @@ PY=${PY:-.venv/bin/python}
 OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table4 dataset=in21k,in1k_real method=kmeans,temi,scanv2 \
     seed=0,1,2 "$@"
-$PY -m clusterbench.producers.probe --multirun dataset=in21k extractor=ibot_vitl \
+$PY -m clusterbench probe --multirun dataset=in21k extractor=ibot_vitl \
     hydra.sweep.dir=$OUT/table4/probing_in21k "$@"
-$PY -m clusterbench.producers.probe --multirun dataset=in1k_real extractor=mae_r_vith \
+$PY -m clusterbench probe --multirun dataset=in1k_real extractor=mae_r_vith \
     hydra.sweep.dir=$OUT/table4/probing_in1k "$@"
-$PY -m clusterbench.report $OUT/table4
+$PY -m clusterbench report $OUT/table4

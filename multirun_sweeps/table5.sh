@@ -12,7 +12,7 @@ OUT=${CLUSTERBENCH_OUTPUTS:-outputs}/sweeps
 $PY -m clusterbench --multirun experiment=table5 \
     dataset=tiny,small,base,large,huge,coarse_d1,coarse_d2,coarse_d3,coarse_d4,coarse_d5,coarse_d6,coarse_d7,coarse_d8,in21k \
     method=kmeans,temi,scanv2 seed=0,1,2 "$@"
-$PY -m clusterbench.producers.probe --multirun \
+$PY -m clusterbench probe --multirun \
     dataset=tiny,small,base,large,huge,coarse_d1,coarse_d2,coarse_d3,coarse_d4,coarse_d5,coarse_d6,coarse_d7,coarse_d8,in21k \
     extractor=ibot_vitl hydra.sweep.dir=$OUT/table5/probing "$@"
-$PY -m clusterbench.report $OUT/table5
+$PY -m clusterbench report $OUT/table5

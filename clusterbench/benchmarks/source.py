@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from clusterbench.benchmarks.imagenet21k.world import (
     materialize_in1k,
     materialize_in21k,
 )
+from clusterbench.core.config import plain
 from clusterbench.core.errors import ConfigError, StoreError
 from clusterbench.data.store import FeatureStore
 
@@ -63,6 +65,16 @@ class BaseStore:
         return file if file.exists() else None
 
 
+OPEN_BASE_KEYS = ("base", "path", "source", "extractor", "cache_dir", "check_finite", "synthetic")
+
+
+def base_arguments(dataset: Any) -> dict:
+    """The `open_base` arguments in a benchmark's dataset config (a command that opens the
+    base store itself, such as `hzr`, passes them on)."""
+    ds = plain(dataset)
+    return {k: ds[k] for k in OPEN_BASE_KEYS if k in ds}
+
+
 def open_base(
     family: str,
     name: str,
@@ -93,11 +105,11 @@ def open_base(
         if base:
             raise ConfigError(
                 f"dataset.base={root} is not a directory; expected a feature store with "
-                f"{FAMILY_TITLE[family]} (see README: Feature store), or dataset.base=synthetic"
+                f"{FAMILY_TITLE[family]} (see docs/data.md: The feature store), or dataset.base=synthetic"
             )
         raise ConfigError(
             f"no features for dataset={name} extractor={extractor} at {root}; expected a "
-            "feature store there (see README: Feature store), or set paths.features_root or "
+            "feature store there (see docs/data.md: The feature store), or set paths.features_root or "
             "dataset.base (extractor=none uses the synthetic stand-in)"
         )
     store = FeatureStore.open(root, check_finite=check_finite, cache_dir=cache)

@@ -45,6 +45,15 @@ def launch_dir() -> str:
 OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
 
 
+def plain(node: DictConfig | dict | None) -> dict:
+    """A resolved plain dict of a config node (None: empty), for code that takes no DictConfig."""
+    if node is None:
+        return {}
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return dict(node)
+
+
 def build(node: DictConfig, **kwargs: Any) -> Any:
     """Hydra instantiate; a ClusterbenchError raised inside surfaces instead of Hydra's wrapper,
     so the entry point can print it as one line."""

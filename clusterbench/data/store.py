@@ -1,6 +1,6 @@
 """FeatureStore: a directory of precomputed features, opened memory-mapped and validated.
 
-Format (the user's data contract, see README):
+Format (the user's data contract, docs/data.md):
     train.npy, val.npy               float16/float32, shape (N, D)
     train_labels.npy, val_labels.npy integer, shape (N,), values >= 0
     classes.txt (optional)           one class id per line, line index = label
@@ -136,7 +136,7 @@ def _store_files(root: Path) -> list[str]:
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:
     if not file.is_file():
         raise StoreError(
-            f"missing file {file}; a feature store needs it (see README: Feature store)"
+            f"missing file {file}; a feature store needs it (see docs/data.md: The feature store)"
         )
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)

@@ -13,7 +13,7 @@ faiss       exact kNN (k = 50) and spherical k-means (C = 1000) at 1M x 1024 on 
             through the project's own code paths (`clusterbench.perf.scale`)
 extract     images/s of one timm model through the extraction pipeline and bare
 
-It writes one JSON report and the Markdown table the README carries. Without CUDA it stops
+It writes one JSON report and the Markdown table docs/measurements/ carry. Without CUDA it stops
 with one line; `--dry-run` runs every section at tiny sizes on the CPU (the test suite does).
 A section that fails is recorded with its error and the others still run.
 """
@@ -228,7 +228,7 @@ def _met(value: float, target: float, smaller_is_better: bool = False) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The README table: one row per measurement, with its target."""
+    """The measurement table: one row per measurement, with its target."""
     m = report["machine"]
     lines = [
         f"Device: {m.get('gpu', m['device'])}; torch {m['torch']}"
@@ -295,7 +295,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clusterbench.perf.gpu",
-        description="All GPU measurements in one run: JSON report and README table.",
+        description="All GPU measurements in one run: JSON report and Markdown table.",
     )
     parser.add_argument("--out", default="gpu_bench.json", help="JSON report path")
     parser.add_argument("--table", default="gpu_bench.md", help="Markdown table path")

@@ -190,7 +190,7 @@ def extractor_of(config: dict) -> str:
     return str(name) if name else "none"
 
 
-def _plain(value):
+def unless_unresolved(value):
     """A config value that is not an unresolved interpolation, else None."""
     return None if isinstance(value, str) and "${" in value else value
 
@@ -298,7 +298,7 @@ def read_sweeps(dirs: list[Path]) -> Sweep:
                 continue
             config = _job_config(job)
             dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
-            seed = _plain(config.get("seed"))
+            seed = unless_unresolved(config.get("seed"))
             sweep.problems.append(
                 Problem(
                     "missing",
@@ -306,7 +306,7 @@ def read_sweeps(dirs: list[Path]) -> Sweep:
                     _error_line(job)
                     or "no results.json (the run failed, was killed or is running)",
                     table=_table_of(config, job),
-                    row=_plain(dataset.get("name")),
+                    row=unless_unresolved(dataset.get("name")),
                     method=kind_of(config),
                     seed=int(seed) if isinstance(seed, int) else None,
                 )

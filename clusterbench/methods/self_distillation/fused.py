@@ -5,7 +5,7 @@ normalisation, the weight-normalised last layer and the loss for a block of head
 (2B, C) tensors are in cache, takes the loss's gradient w.r.t. the logits in closed form and
 turns it at once into the gradients w.r.t. the bottleneck features and the layer's weights. No
 (H, 2B, C) tensor is kept for the backward pass and nothing is recomputed. Measured in the
-README ("Speed and memory"); `reference.py` is the straightforward per-head loop it equals.
+docs/performance.md ("Speed and memory"); `reference.py` is the straightforward per-head loop it equals.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from rich.table import Table
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
 from clusterbench.core.atomic import replace_dir, write_json_atomic
 from clusterbench.core.cli import command
+from clusterbench.core.config import plain
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.rows import FeatureRows
 from clusterbench.producers.zeroshot.embeddings import check_dims, class_embeddings
-from clusterbench.producers.zeroshot.entry import base_kwargs, plain
 from clusterbench.producers.zeroshot.refine import KIND_OF_MODE, MODES, refine
 from clusterbench.results import library_versions
 
@@ -124,10 +124,10 @@ def run_hzr(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
     mode = str(cfg.hzr.mode)
     if mode not in MODES:
         raise ConfigError(f"hzr.mode={mode!r}: expected one of {MODES}")
-    from clusterbench.benchmarks.source import open_base
+    from clusterbench.benchmarks.source import base_arguments, open_base
 
     tree = load_tree()
-    src = open_base("in21k", str(cfg.dataset.get("name", "in21k")), **base_kwargs(cfg.dataset))
+    src = open_base("in21k", str(cfg.dataset.get("name", "in21k")), **base_arguments(cfg.dataset))
     labels = dict(zip(("train", "val"), src.labels, strict=True))
     rows = {s: FeatureRows(src.store.split(s).features) for s in ("train", "val")}
     zcfg = plain(cfg.zeroshot)

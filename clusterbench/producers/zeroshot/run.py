@@ -16,14 +16,13 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
 from clusterbench.core.atomic import atomic_file
-from clusterbench.core.config import build
+from clusterbench.core.config import build, plain
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import ECE_BINS, reliability
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
 from clusterbench.producers.zeroshot.classify import candidate_groups, classify
 from clusterbench.producers.zeroshot.embeddings import check_dims, class_embeddings
-from clusterbench.producers.zeroshot.entry import plain
 from clusterbench.results import ZEROSHOT, RunResult, print_metrics, start_run
 
 

@@ -25,22 +25,22 @@ class Backbone:
     weights_file: Path | None = None
 
 
-def _first_line(exc: BaseException, limit: int = 240) -> str:
+def first_line(exc: BaseException, limit: int = 240) -> str:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     text = text or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe(transform) -> str:
+def describe(transform) -> str:
     return " ".join(str(transform).split())
 
 
-def _plain(value):
+def json_ready(value):
     """JSON-ready copy of a config (tuples -> lists, other objects -> str)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
     return str(value)

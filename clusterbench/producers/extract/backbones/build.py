@@ -20,8 +20,8 @@ from pathlib import Path
 
 from clusterbench.core.errors import ConfigError, ExtractionError
 from clusterbench.producers.extract.backbones.backbone import Backbone
-from clusterbench.producers.extract.backbones.open_clip import _open_clip_backbone
-from clusterbench.producers.extract.backbones.timm import _timm_backbone
+from clusterbench.producers.extract.backbones.open_clip import open_clip_backbone
+from clusterbench.producers.extract.backbones.timm import timm_backbone
 
 LIBRARIES = ("timm", "open_clip")
 
@@ -42,7 +42,7 @@ def build_backbone(spec: dict, weights_dir: Path | None = None, download: bool =
             + ")"
         )
     weights = resolve_weights(spec, weights_dir)
-    build = _timm_backbone if library == "timm" else _open_clip_backbone
+    build = timm_backbone if library == "timm" else open_clip_backbone
     backbone = build(spec, str(arch), weights, download)
     backbone.module.eval().requires_grad_(False)
     expected = spec.get("dim")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 
-def _hub_candidates(filename: str) -> list[str]:
+def hub_candidates(filename: str) -> list[str]:
     """A hub file and the safetensors twins the libraries prefer (as timm and open_clip do)."""
     twins = {
         "pytorch_model.bin": ["model.safetensors"],
@@ -22,12 +22,12 @@ def _hub_candidates(filename: str) -> list[str]:
     return [filename]
 
 
-def _hf_cached(repo: str, filenames: list[str]) -> str | None:
+def hf_cached(repo: str, filenames: list[str]) -> str | None:
     from huggingface_hub import try_to_load_from_cache
 
     repo, _, revision = repo.partition("@")
     for name in filenames:
-        for candidate in _hub_candidates(name):
+        for candidate in hub_candidates(name):
             path = try_to_load_from_cache(repo, candidate, revision=revision or None)
             if isinstance(path, str) and os.path.isfile(path):
                 return path

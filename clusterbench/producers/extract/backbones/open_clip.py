@@ -17,11 +17,11 @@ from torch import nn
 from clusterbench.core.errors import ConfigError, ExtractionError
 from clusterbench.producers.extract.backbones.backbone import (
     Backbone,
-    _describe,
-    _first_line,
-    _plain,
+    describe,
+    first_line,
+    json_ready,
 )
-from clusterbench.producers.extract.backbones.hub_cache import _hf_cached
+from clusterbench.producers.extract.backbones.hub_cache import hf_cached
 
 _OPEN_CLIP_PREPROCESS = {
     "mean": "image_mean",
@@ -42,7 +42,7 @@ class OpenClipFeatures(nn.Module):
         return self.model.encode_image(images)
 
 
-def _open_clip_backbone(spec: dict, arch: str, weights: Path | None, download: bool) -> Backbone:
+def open_clip_backbone(spec: dict, arch: str, weights: Path | None, download: bool) -> Backbone:
     import open_clip
 
     if arch not in open_clip.list_models():
@@ -107,7 +107,7 @@ def _open_clip_backbone(spec: dict, arch: str, weights: Path | None, download: b
     except RuntimeError as exc:
         source = f"weights file {weights}" if weights is not None else f"pretrained tag {tag}"
         raise ExtractionError(
-            f"open_clip {arch} could not load {source}: {_first_line(exc, 400)}"
+            f"open_clip {arch} could not load {source}: {first_line(exc, 400)}"
         ) from None
     dim = getattr(model.visual, "output_dim", None)
     if dim is None:
@@ -118,8 +118,8 @@ def _open_clip_backbone(spec: dict, arch: str, weights: Path | None, download: b
         "feature": "encode_image",
         "image_size": list(_open_clip_image_size(model)),
         "preprocessing": {
-            "preprocess_cfg": _plain(getattr(model.visual, "preprocess_cfg", {}) or {}),
-            "transform": _describe(transform),
+            "preprocess_cfg": json_ready(getattr(model.visual, "preprocess_cfg", {}) or {}),
+            "transform": describe(transform),
         },
     }
     file = Path(pretrained) if pretrained and os.path.isfile(pretrained) else None
@@ -137,7 +137,7 @@ def _open_clip_cached(cfg: dict) -> str | None:
     if cfg.get("hf_hub"):
         # 'org/repo/' names the default file, 'org/repo/file.bin' a specific one
         repo, filename = os.path.split(cfg["hf_hub"])
-        found = _hf_cached(repo, [filename or "open_clip_pytorch_model.bin"])
+        found = hf_cached(repo, [filename or "open_clip_pytorch_model.bin"])
         if found:
             return found
     if cfg.get("url"):

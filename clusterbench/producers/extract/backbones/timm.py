@@ -18,11 +18,11 @@ from torch import nn
 from clusterbench.core.errors import ConfigError, ExtractionError
 from clusterbench.producers.extract.backbones.backbone import (
     Backbone,
-    _describe,
-    _first_line,
-    _plain,
+    describe,
+    first_line,
+    json_ready,
 )
-from clusterbench.producers.extract.backbones.hub_cache import _hf_cached
+from clusterbench.producers.extract.backbones.hub_cache import hf_cached
 from clusterbench.producers.extract.backbones.keymaps import KEY_MAPS, load_into
 
 TIMM_FEATURES = ("pre_logits", "cls")
@@ -61,7 +61,7 @@ def _wants_pretrained(pretrained) -> bool:
     return bool(pretrained)
 
 
-def _timm_backbone(spec: dict, arch: str, weights: Path | None, download: bool) -> Backbone:
+def timm_backbone(spec: dict, arch: str, weights: Path | None, download: bool) -> Backbone:
     import timm
     import timm.data
 
@@ -119,7 +119,7 @@ def _timm_backbone(spec: dict, arch: str, weights: Path | None, download: bool) 
     info = {
         "feature": "cls_token" if feature == "cls" else "forward_head(pre_logits=True)",
         "image_size": list(data_config["input_size"][1:]),
-        "preprocessing": {"data_config": _plain(data_config), "transform": _describe(transform)},
+        "preprocessing": {"data_config": json_ready(data_config), "transform": describe(transform)},
         "timm_model": model_name,
     }
     return Backbone(TimmFeatures(model, feature), transform, int(dim), info, weights)
@@ -158,7 +158,7 @@ def _timm_pretrained(
     except Exception as exc:  # network errors come in many types; report one line
         raise ExtractionError(
             f"could not download pretrained weights of timm {model_name} from {where} "
-            f"({_first_line(exc)}); pass extractor.weights=FILE instead"
+            f"({first_line(exc)}); pass extractor.weights=FILE instead"
         ) from None
 
 
@@ -167,7 +167,7 @@ def _timm_cached(cfg) -> str | None:
         return str(cfg.file)
     if cfg.hf_hub_id:
         names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["pytorch_model.bin"]
-        found = _hf_cached(cfg.hf_hub_id, names)
+        found = hf_cached(cfg.hf_hub_id, names)
         if found:
             return found
     if cfg.url:
