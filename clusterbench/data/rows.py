@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clusterbench.core.errors import ConfigError, StoreError
+
 
 @runtime_checkable
 class Rows(Protocol):
@@ -37,18 +39,38 @@ def chunks(rows: Rows, size: int) -> Iterator[tuple[int, np.ndarray | Tensor]]:
         yield start, rows.chunk(start, min(start + size, len(rows)))
 
 
-def to_device(rows: Rows, device: torch.device, chunk_rows: int = 65536) -> Tensor:
-    """All rows as one tensor on `device`, filled block by block (no full host copy)."""
-    if isinstance(rows, TensorRows):
-        return rows.tensor.to(device)
+def to_device(
+    rows: Rows,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    chunk_rows: int = 65536,
+    check_finite: str | None = None,
+) -> Tensor:
+    """All rows as one (N, D) tensor on `device` (in `dtype`, default the rows' own), filled
+    block by block: no full host copy. With `check_finite` (what the rows are, for the
+    message) a row holding NaN or inf is a StoreError naming the first one."""
+    n = len(rows)
+    if n == 0:
+        raise ConfigError(f"{check_finite or 'rows'} has no samples")
+    if isinstance(rows, TensorRows) and check_finite is None:
+        return rows.tensor.to(device=device, dtype=dtype or rows.tensor.dtype)
     out = None
+    bad, first = 0, -1
     for start, block in chunks(rows, chunk_rows):
-        block = torch.as_tensor(block)
+        block = torch.as_tensor(block).to(device)
         if out is None:
-            out = torch.empty((len(rows), rows.dim), dtype=block.dtype, device=device)
-        out[start : start + block.shape[0]] = block.to(device)
-    if out is None:
-        raise ValueError("cannot move zero rows to a device")
+            out = torch.empty((n, rows.dim), dtype=dtype or block.dtype, device=device)
+        if check_finite is not None:
+            finite = torch.isfinite(block).all(dim=1)
+            if not bool(finite.all()):
+                first = first if first >= 0 else start + int(torch.nonzero(~finite)[0, 0])
+                bad += int((~finite).sum())
+        out[start : start + block.shape[0]] = block.to(out.dtype)
+    if bad:
+        raise StoreError(
+            f"{check_finite}: {bad:,} of {n:,} feature rows contain NaN or inf (first: view row "
+            f"{first}); re-extract them or drop those samples from the store"
+        )
     return out
 
 

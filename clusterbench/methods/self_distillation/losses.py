@@ -13,49 +13,14 @@ would; without a process group every function is pure.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-
-def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum `tensor` in place across processes when running distributed; returns it."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def distributed_mean(total: Tensor, count: int) -> Tensor:
-    """Global mean from a local sum over `count` rows, so that DDP equals one large batch.
-
-    total: (...) local sum; count: rows summed on this process. One collective call.
-    """
-    packed = torch.cat([total.reshape(-1), total.new_tensor([float(count)])])
-    all_reduce_sum(packed)
-    return (packed[:-1] / packed[-1]).reshape(total.shape)
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum across processes whose backward also sums, so every process's rows get gradient."""
-
-    @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:
-        return all_reduce_sum(tensor.clone())
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return all_reduce_sum(grad.clone())
-
-
-def differentiable_global_mean(values: Tensor, dim: int) -> Tensor:
-    """Mean over `dim` across all processes, differentiable.
-
-    Under DDP's gradient averaging this gives exactly the gradient of one process that holds
-    the global batch (each rank's share of the backward sum is scaled back by the averaging).
-    """
-    if not (dist.is_available() and dist.is_initialized()):
-        return values.mean(dim=dim)
-    count = all_reduce_sum(values.new_tensor([float(values.shape[dim])]))
-    return _AllReduceSum.apply(values.sum(dim=dim)) / count
+from clusterbench.core.distributed import (
+    all_reduce_sum,
+    differentiable_global_mean,
+    distributed_mean,
+    world_size,
+)
 
 
 def batch_mean_probs(teacher_probs: Tensor) -> Tensor:
@@ -207,7 +172,7 @@ def scan_block(
     # d(m log m)/dm as autograd takes it through clamp_min; the constant 1 cancels in the
     # softmax Jacobian but is kept so that rows at the clamp match exactly. Each process
     # holds b of `count` rows, and DDP averages the gradients over processes.
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world = world_size()
     slope = log_marginal + (marginal >= 1e-30).to(marginal.dtype)
     slope = slope * (alpha * world * b / count)
     # (h, 2, B, 1): <p, slope>, as multiply-and-sum (4x faster on a CPU than a batched

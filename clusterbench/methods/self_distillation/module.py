@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from clusterbench.core.distributed import distributed_mean
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.malloc import retain_freed_memory
 from clusterbench.data.rows import as_rows, chunks
@@ -39,7 +40,6 @@ from clusterbench.methods.self_distillation.heads import (
     InputNorm,
     weight_decay_groups,
 )
-from clusterbench.methods.self_distillation.losses import distributed_mean
 from clusterbench.methods.self_distillation.objectives import (
     ScanObjective,
     TeacherLogits,

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from clusterbench.core.distributed import distributed_mean
 from clusterbench.methods.self_distillation.fused import bmm_in
 from clusterbench.methods.self_distillation.heads import l2_normalize
 from clusterbench.methods.self_distillation.losses import (
-    distributed_mean,
     scan_block,
     softmax_stats,
     temi_block,

@@ -26,6 +26,7 @@ from clusterbench.core import progress
 from clusterbench.core.device import extraction_precision, lightning_accelerator
 from clusterbench.core.errors import ConfigError, ExtractionError
 from clusterbench.core.fingerprint import digest
+from clusterbench.core.versions import library_versions
 from clusterbench.producers.extract.backbones.build import build_backbone
 from clusterbench.producers.extract.datamodule import ShardedImages
 from clusterbench.producers.extract.images import SPLITS, list_images
@@ -187,7 +188,9 @@ def extract(
         "precision": precision,
         "shard_size": shard_size,
         "plan_digest": digest(plan),
-        "versions": _versions(),
+        "versions": library_versions(
+            ("clusterbench", "torch", "timm", "open_clip_torch", "lightning")
+        ),
     }
     meta = assemble(work, listing, shards, dtype, store, meta, fraction, overwrite)
     rate = computed / seconds if computed and seconds > 0 else None
@@ -268,16 +271,3 @@ def _sha256(file: Path | None) -> str | None:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _versions() -> dict:
-    import lightning
-    import open_clip
-    import timm
-
-    return {
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "open_clip": open_clip.__version__,
-        "lightning": lightning.__version__,
-    }

@@ -1,5 +1,5 @@
-"""Features resident on the device: copied from a view's rows chunk by chunk, checked for
-NaN/inf on the way, and normalised there in place (chunked, so no float32 copy of the split).
+"""The probe's features on the device: their dtype, and their normalisation in place there
+(chunked, so no float32 copy of the split). `data.rows.to_device` copies them over.
 
 Normalisations (`probe.normalize`): `none` (the raw features), `l2` (unit rows: the cosine
 geometry of k-means and kNN mining here), `standardize` (zero mean, unit variance per dimension,
@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clusterbench.core.errors import ConfigError, StoreError
+from clusterbench.core.errors import ConfigError
 from clusterbench.data.normalize import check_mode, l2_normalize, moments, standardize
-from clusterbench.data.rows import Rows, chunks
 
 FEATURE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 CHUNK_ROWS = 65536
@@ -29,31 +28,6 @@ def feature_dtype(name: str, stored: np.dtype) -> torch.dtype:
     if name not in FEATURE_DTYPES:
         raise ConfigError(f"feature dtype {name!r}: expected auto or one of {list(FEATURE_DTYPES)}")
     return FEATURE_DTYPES[name]
-
-
-def resident(
-    rows: Rows, device: torch.device, dtype: torch.dtype, what: str, chunk_rows: int = CHUNK_ROWS
-) -> Tensor:
-    """(N, D) tensor on `device`, filled block by block; a row with NaN/inf is an error."""
-    n = len(rows)
-    if n == 0:
-        raise ConfigError(f"{what} has no samples")
-    out = torch.empty((n, rows.dim), dtype=dtype, device=device)
-    bad, first = 0, -1
-    for start, block in chunks(rows, chunk_rows):
-        t = torch.as_tensor(block).to(device)
-        finite = torch.isfinite(t).all(dim=1)
-        if not bool(finite.all()):
-            if first < 0:
-                first = start + int(torch.nonzero(~finite)[0, 0])
-            bad += int((~finite).sum())
-        out[start : start + t.shape[0]] = t.to(dtype)
-    if bad:
-        raise StoreError(
-            f"{what}: {bad:,} of {n:,} feature rows contain NaN or inf (first: view row {first}); "
-            "re-extract them or drop those samples from the store"
-        )
-    return out
 
 
 @dataclass

@@ -31,9 +31,10 @@ from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
 from clusterbench.core.config import build
 from clusterbench.core.device import torch_device
 from clusterbench.core.errors import ConfigError
+from clusterbench.data.rows import to_device
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import in_label_sets
-from clusterbench.producers.probe.data import Normalizer, feature_dtype, resident
+from clusterbench.producers.probe.data import Normalizer, feature_dtype
 from clusterbench.producers.probe.grid import (
     Cell,
     ProbeSettings,
@@ -200,8 +201,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     device = torch_device(str(cfg.device))
     t0 = time.perf_counter()
     dtype = feature_dtype(settings.feature_dtype, view.store.train.features.dtype)
-    train = resident(view.train, device, dtype, f"dataset {view.name} train split")
-    val = resident(view.val, device, dtype, f"dataset {view.name} val split")
+    train = to_device(view.train, device, dtype, check_finite=f"dataset {view.name} train split")
+    val = to_device(view.val, device, dtype, check_finite=f"dataset {view.name} val split")
     norm = Normalizer.fit(settings.normalize, train)
     norm.apply_(train)
     norm.apply_(val)

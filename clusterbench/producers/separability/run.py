@@ -15,9 +15,10 @@ from rich.table import Table
 
 from clusterbench.core.config import build
 from clusterbench.core.device import torch_device
+from clusterbench.data.rows import to_device
 from clusterbench.data.view import BenchmarkView
 from clusterbench.neighbours import mine_neighbours
-from clusterbench.producers.probe.data import Normalizer, feature_dtype, resident
+from clusterbench.producers.probe.data import Normalizer, feature_dtype
 from clusterbench.producers.separability.metrics import (
     METRICS,
     SeparabilitySettings,
@@ -76,7 +77,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
 
     t0 = time.perf_counter()
     dtype = feature_dtype("auto", view.store.train.features.dtype)
-    x = resident(rows, device, dtype, f"dataset {view.name} {split} split")
+    x = to_device(rows, device, dtype, check_finite=f"dataset {view.name} {split} split")
     labels = torch.as_tensor(labels_np, dtype=torch.int64).to(device)
     timings["to_device_s"] = time.perf_counter() - t0
     console.print(

@@ -1,0 +1,64 @@
+"""Collectives, one home: sums and means across processes when torch.distributed runs (DDP
+under Lightning or torchrun), plain local arithmetic when it does not.
+
+The self-distillation losses take their batch means through here, so a DDP run computes what
+one process holding the global batch would; distributed k-means and neighbour mining will
+reduce their sums the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """Whether a process group is running (several ranks may take part)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Processes taking part (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum `tensor` in place across processes when running distributed; returns it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def distributed_mean(total: Tensor, count: int) -> Tensor:
+    """Global mean from a local sum over `count` rows, so that DDP equals one large batch.
+
+    total: (...) local sum; count: rows summed on this process. One collective call.
+    """
+    packed = torch.cat([total.reshape(-1), total.new_tensor([float(count)])])
+    all_reduce_sum(packed)
+    return (packed[:-1] / packed[-1]).reshape(total.shape)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum across processes whose backward also sums, so every process's rows get gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        return all_reduce_sum(tensor.clone())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return all_reduce_sum(grad.clone())
+
+
+def differentiable_global_mean(values: Tensor, dim: int) -> Tensor:
+    """Mean over `dim` across all processes, differentiable.
+
+    Under DDP's gradient averaging this gives exactly the gradient of one process that holds
+    the global batch (each rank's share of the backward sum is scaled back by the averaging).
+    """
+    if not is_distributed():
+        return values.mean(dim=dim)
+    count = all_reduce_sum(values.new_tensor([float(values.shape[dim])]))
+    return _AllReduceSum.apply(values.sum(dim=dim)) / count
