@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench bench-scale bench-gpu clean
+.PHONY: install demo test test-fast lint bench bench-scale bench-gpu clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (tests/e2e/ and the few > 2 s elsewhere).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check clusterbench tests scripts

@@ -12,6 +12,7 @@ config (resolved).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,8 +65,10 @@ def start_run(cfg: Any) -> int:
     from lightning.pytorch import seed_everything
 
     from clusterbench.core.config import check_config
+    from clusterbench.core.device import check_device
 
     check_config(cfg)
+    check_device(cfg)
     seed = int(cfg.seed)
     seed_everything(seed, workers=True, verbose=False)
     return seed
@@ -131,11 +134,44 @@ def write_results(run_dir: Path, payload: dict) -> Path:
     return write_json_atomic(Path(run_dir) / RESULTS_FILE, payload)
 
 
-def iter_results(roots: list[Path], skipped: list[str] | None = None) -> Iterator[dict]:
-    """Every readable results.json below the given directories, in path order.
+def problem_of(result: object) -> str | None:
+    """Why a parsed results.json cannot be aggregated (None: it can).
 
-    A file that is not JSON or lacks the keys every run writes is left out and described in
-    `skipped` ("<file>: <why>"), so one broken run never hides the others.
+    Checked: the keys every run writes, their types, and the metrics of `METRIC_ORDER` as
+    finite fractions in [0, 1]: a file written in percent, or with a NaN, would otherwise be
+    averaged into a table cell as if it were a result.
+    """
+    if not isinstance(result, dict):
+        return f"not a JSON object but {type(result).__name__}"
+    missing = [k for k in ("dataset", "method", "seed", "metrics") if k not in result]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for key in ("dataset", "method"):
+        if not isinstance(result[key], str):
+            return f"{key}={result[key]!r}: expected a string"
+    if not isinstance(result["seed"], int) or isinstance(result["seed"], bool):
+        return f"seed={result['seed']!r}: expected an integer"
+    metrics = result["metrics"]
+    if not isinstance(metrics, dict):
+        return f"metrics is {type(metrics).__name__}, expected an object"
+    for key in METRIC_ORDER:
+        value = metrics.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"metrics.{key}={value!r}: expected a number"
+        if not math.isfinite(value):
+            return f"metrics.{key} is {value}: not a finite number"
+        if not 0 <= value <= 1:
+            return f"metrics.{key}={value}: metrics are fractions in [0, 1] (written in percent?)"
+    return None
+
+
+def iter_results(roots: list[Path], skipped: list[str] | None = None) -> Iterator[dict]:
+    """Every readable, well-formed results.json below the given directories, in path order.
+
+    A file that is not JSON or fails `problem_of` is left out and described in `skipped`
+    ("<file>: <why>"), so one broken run never hides the others nor spoils an average.
     """
     for root in roots:
         for file in sorted(Path(root).rglob(RESULTS_FILE)):
@@ -144,12 +180,11 @@ def iter_results(roots: list[Path], skipped: list[str] | None = None) -> Iterato
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 reason = f"not readable JSON ({exc})"
             else:
-                missing = [k for k in ("dataset", "method", "seed", "metrics") if k not in result]
-                if isinstance(result, dict) and not missing:
+                reason = problem_of(result)
+                if reason is None:
                     result.setdefault("_file", str(file))
                     yield result
                     continue
-                reason = f"lacks {', '.join(missing)}" if isinstance(result, dict) else "not a dict"
             if skipped is not None:
                 skipped.append(f"{file}: {reason}")
 

@@ -53,6 +53,8 @@ def run(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
+    # The trainer factory first: a GPU trainer on a machine without one fails before any data.
+    make_trainer = build_trainer(cfg.trainer) if cfg.get("trainer") is not None else None
     view: BenchmarkView = build(cfg.dataset)
     timings["load_dataset_s"] = time.perf_counter() - start
     method = build(cfg.method)
@@ -75,7 +77,7 @@ def run(
         run_dir=run_dir,
         neighbours=neighbours,
         loggers=loggers,
-        make_trainer=build_trainer(cfg.trainer) if cfg.get("trainer") is not None else None,
+        make_trainer=make_trainer,
         callbacks=list(callbacks or []),
     )
     status = "failed"

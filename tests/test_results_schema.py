@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import compose_config
+from tests.helpers import FIXTURES
+from tests.helpers.compose import compose_config
+from tests.helpers.synthetic import SMALL_IN21K
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
-SMALL_IN21K = {"num_train": 10450, "val_per_class": 1, "dim": 16}
+RESULTS = FIXTURES / "results"  # one results.json per command
 
 CASES = {
     "run": ("config", "clusterbench.run:run", ["logger=none"]),
@@ -94,7 +95,7 @@ def test_results_json_is_what_the_hand_built_payloads_wrote(name, tmp_path, sing
     get_method(f"{module}.{function}")(cfg, tmp_path / "run")
     written = (tmp_path / "run" / "results.json").read_text()
     new = json.loads(written.replace(str(tmp_path), "<root>"))
-    old = json.loads((FIXTURES / f"{name}.json").read_text())
+    old = json.loads((RESULTS / f"{name}.json").read_text())
     for (section, key), value in FIXED.get(name, {}).items():
         old[section][key] = value
     new["config"].pop("hydra")  # compose() keeps Hydra's node; a command's cfg has none

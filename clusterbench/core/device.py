@@ -62,6 +62,12 @@ def torch_device(device: str) -> torch.device:
     return resolved
 
 
+def check_device(cfg: Any) -> None:
+    """Every command's `device` checked the same way before any work (`cuda` without CUDA is
+    one error line, also when a warm cache would let the run get far without it)."""
+    torch_device(str(cfg.get("device", "auto")))
+
+
 def lightning_accelerator(device: str) -> str:
     """`device=auto|cpu|cuda` as a Lightning accelerator name (validated as `torch_device`)."""
     return "gpu" if torch_device(device).type == "cuda" else "cpu"
@@ -96,8 +102,16 @@ def training_precision(precision: str | int, accelerator: str) -> str:
 
 
 def build_trainer(node: DictConfig) -> Any:
-    """The `trainer` config as a Trainer factory, with `precision: auto` resolved for this machine."""
+    """The `trainer` config as a Trainer factory, with `precision: auto` resolved for this
+    machine; a GPU trainer without CUDA is refused here, before any data is read."""
+    import torch
+
     node = node.copy()
+    if str(node.get("accelerator", "auto")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={node.accelerator} but torch sees no CUDA device; use "
+            "trainer=cpu (or trainer.accelerator=auto)"
+        )
     if "precision" in node:
         node.precision = training_precision(node.precision, str(node.get("accelerator", "auto")))
     return build(node)

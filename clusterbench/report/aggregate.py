@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for key in METRIC_ORDER:
             v = row.get(key)
             scale = 1 if key == "ece" else 100
-            cells.append(f"{scale * v['mean']:.2f} ± {scale * v['std']:.2f}" if v else "")
+            spread = "n/a" if v and v["std"] is None else f"{scale * v['std']:.2f}" if v else ""
+            cells.append(f"{scale * v['mean']:.2f} ± {spread}" if v else "")
         table.add_row(*cells)
     Console(width=200).print(table)
     if args.json:

@@ -87,9 +87,11 @@ def _same_cell(a: dict, b: dict) -> bool:
     return a["dataset"] == b["dataset"] and a["method"] == b["method"]
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-    """Mean and population std (ddof=0) over seeds, the convention of every table here."""
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+def mean_std(values: list[float]) -> dict[str, float | None]:
+    """Mean and population std (ddof=0) over seeds, the convention of every table here; the
+    std of one seed is None: its spread is unknown, not zero."""
+    std = float(np.std(values)) if len(values) > 1 else None
+    return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
 def summarize(groups: dict[tuple, list[dict]]) -> list[dict]:

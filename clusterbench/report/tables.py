@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from clusterbench.report.collect import (
     Problem,
     Run,
     Sweep,
+    differing,
     group,
 )
 from clusterbench.report.paper import paper_tables
@@ -47,13 +49,17 @@ class Cell:
 
     @property
     def std(self) -> float | None:
-        return 100 * float(np.std(self.values)) if self.values else None
+        """Population std over seeds; None for one seed, whose spread is unknown, not 0."""
+        return 100 * float(np.std(self.values)) if self.n > 1 else None
 
     def text(self, decimals: int = 2) -> str:
+        if self.note and not self.values:
+            return "– (settings differ)"
         if not self.values:
             return f"– (0 of {self.asked})" if self.asked else "–"
         seeds = f"{self.n} of {self.asked}" if self.asked > self.n else f"{self.n}"
-        return f"{self.mean:.{decimals}f} ± {self.std:.{decimals}f} ({seeds})"
+        spread = "n/a" if self.std is None else f"{self.std:.{decimals}f}"
+        return f"{self.mean:.{decimals}f} ± {spread} ({seeds})"
 
 
 @dataclass
@@ -87,6 +93,15 @@ def _fmt_samples(n: int | None) -> str:
 
 def _cell(runs: list[Run], metric: str, problems: list[Problem], row: str, column: str) -> Cell:
     cell = Cell()
+    experiments = group([r.result for r in runs])
+    if len(experiments) > 1:  # never one average over different settings
+        differ = differing(experiments)
+        cell.note = f"{len(experiments)} experiments share this cell, not averaged: " + "; ".join(
+            f"{differ[key] or 'settings'} in {', '.join(sorted(str(Path(r['_file']).parent) for r in rs))}"
+            for key, rs in experiments.items()
+        )
+        cell.asked = len({r.seed for r in runs})
+        return cell
     for run in sorted(runs, key=lambda r: r.seed):
         value = run.metrics.get(metric)
         if value is not None:
@@ -95,8 +110,6 @@ def _cell(runs: list[Run], metric: str, problems: list[Problem], row: str, colum
             cell.files.append(str(run.dir))
     lost = {p.seed for p in problems if p.row == row and p.method == column}
     cell.asked = len({r.seed for r in runs} | lost)
-    if len(group([r.result for r in runs])) > 1:
-        cell.note = "mixes settings"
     return cell
 
 
@@ -216,7 +229,7 @@ def accuracy_table(index: Index, name: str) -> Table | None:
             cell, text = cells[col], cells[col].text()
             value = paper[row].values.get((col, "acc")) if row in paper else None
             if cell.note:
-                table.notes.append(f"{row} / {LABELS.get(col, col)}: {cell.note} (see `aggregate`)")
+                table.notes.append(f"{row} / {LABELS.get(col, col)}: {cell.note}")
             shown = f"*{text}*" if col == PROBING else text
             if col != PROBING and best is not None and cell.mean == best:
                 shown = f"**{text}**"

@@ -25,7 +25,7 @@ from clusterbench.data.view import LabelSets
 from clusterbench.evaluation.metrics import evaluate
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.evaluation.sampled import evaluate_real, sample_labels
-from tests.conftest import (  # the 7-class tree fixture `tree`
+from tests.helpers.tree import (  # the nodes of the 7-class tree fixture `tree`
     ANIMAL,
     DOG,
     ENTITY,

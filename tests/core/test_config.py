@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from clusterbench.core.config import CONFIG_DIR
 from clusterbench.core.device import build_trainer, training_precision
-from tests.conftest import compose_config
+from tests.helpers.compose import compose_config
 
 CONF = Path(CONFIG_DIR)
 

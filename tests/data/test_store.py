@@ -7,7 +7,7 @@ import pytest
 
 from clusterbench.core.errors import StoreError
 from clusterbench.data.store import FeatureStore
-from tests.conftest import write_store
+from tests.helpers.stores import write_store
 
 
 def _arrays(n=20, d=4, c=3):

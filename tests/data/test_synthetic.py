@@ -54,6 +54,7 @@ def test_bad_parameters_are_reported(tmp_path):
         synthetic(str(tmp_path), colour="red")
 
 
+@pytest.mark.slow
 def test_default_is_far_below_the_linear_probe(cache_dir, tmp_path):
     """The default leaves later methods room: k-means ACC well under a linear probe's."""
     view = synthetic(str(cache_dir))  # the defaults of conf/dataset/synthetic.yaml

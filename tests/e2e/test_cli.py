@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
+from clusterbench.core.config import CONFIG_DIR
 from clusterbench.run import run
-from tests.conftest import CONFIG_DIR, compose_config, run_module
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return run_module("clusterbench", *args, cwd=cwd, **env)
+from tests.helpers.cli import cli
+from tests.helpers.compose import compose_config
 
 
 def test_custom_store_writes_results(easy_store, tmp_path):

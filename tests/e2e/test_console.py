@@ -8,7 +8,9 @@ import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from clusterbench.core.progress import RunClock, RunProgressBar, format_duration
-from tests.test_reliability import TINY, cli, store_of
+from tests.helpers.cli import cli
+from tests.helpers.self_distillation import TINY_RUN
+from tests.helpers.stores import store_of
 
 
 @pytest.mark.parametrize(
@@ -43,8 +45,8 @@ def test_the_bar_shows_the_remaining_time_of_the_whole_fit(tmp_path):
 def test_a_training_run_prints_each_line_once_and_its_duration(tmp_path):
     store = store_of(tmp_path / "store")
     out = tmp_path / "out"
-    proc = cli(tmp_path, "method=temi", "dataset=custom", f"dataset.path={store}",
-               "trainer.max_epochs=2", *TINY, f"hydra.run.dir={out}")  # fmt: skip
+    proc = cli("method=temi", "dataset=custom", f"dataset.path={store}", "trainer.max_epochs=2",
+               *TINY_RUN, f"hydra.run.dir={out}", cwd=tmp_path, cache=tmp_path / "cache")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     console = proc.stdout + proc.stderr
     assert console.count("GPU available:") == 1

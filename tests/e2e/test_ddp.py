@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_cli import cli
+from tests.helpers.cli import cli
 
 
 @pytest.mark.parametrize("method", ["temi", "scanv2"])

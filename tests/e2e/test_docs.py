@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 PACKAGE = ROOT / "clusterbench"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from clusterbench.__main__ import COMMANDS
 from clusterbench.methods.self_distillation import losses
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 METHODS = ROOT / "docs" / "methods.md"
 MAKEFILE = ROOT / "Makefile"

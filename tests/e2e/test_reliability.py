@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,28 +19,17 @@ from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.store import FeatureStore
 from clusterbench.methods.self_distillation.heads import InputNorm
 from clusterbench.run import run
-from tests.conftest import blobs, compose_config, run_module, write_store
-
-TINY = ["method.num_heads=2", "method.hidden_dim=32", "method.bottleneck_dim=16", "method.knn=5",
-        "method.batch_size=64", "logger=none", "trainer.enable_progress_bar=false"]  # fmt: skip
-
-
-def store_of(root: Path, n_per_class: int = 60, scale: float = 1.0, dtype=np.float32) -> Path:
-    train, train_labels = blobs(n_per_class, 10, 32, seed=0)
-    val, val_labels = blobs(20, 10, 32, seed=0)
-    return write_store(root, (train * scale).astype(dtype), train_labels,
-                       (val * scale).astype(dtype), val_labels)  # fmt: skip
-
-
-def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_module("clusterbench", f"paths.cache_dir={tmp_path / 'cache'}", *args, cwd=tmp_path)
+from tests.helpers.cli import cli
+from tests.helpers.compose import compose_config
+from tests.helpers.self_distillation import TINY_RUN
+from tests.helpers.stores import sphere_blobs, store_of, write_store
 
 
 def test_features_whose_norm_overflows_are_rejected(tmp_path):
     store = store_of(tmp_path / "store", scale=1e30)  # finite in float32, squares are not
     out = tmp_path / "out"
-    proc = cli(tmp_path, "dataset=custom", f"dataset.path={store}", "logger=none",
-               f"hydra.run.dir={out}")  # fmt: skip
+    proc = cli("dataset=custom", f"dataset.path={store}", "logger=none", f"hydra.run.dir={out}",
+               cwd=tmp_path, cache=tmp_path / "cache")  # fmt: skip
     assert proc.returncode == 2
     assert "rows have an L2 norm beyond float32's range" in proc.stderr
     assert "Traceback" not in proc.stderr and not (out / "results.json").exists()
@@ -49,7 +37,7 @@ def test_features_whose_norm_overflows_are_rejected(tmp_path):
 
 @pytest.mark.parametrize("scale", [1e30, 1e-30])
 def test_normalisation_is_scale_safe(scale):
-    x, _ = blobs(10, 3, 16, seed=0)
+    x, _ = sphere_blobs(10, 3, 16, seed=0)
     expected = x / np.linalg.norm(x, axis=1, keepdims=True)
     np.testing.assert_allclose(l2_normalize_rows(x * np.float32(scale)), expected, rtol=1e-5)
     norm = InputNorm(16, "l2")(torch.from_numpy(x * np.float32(scale)))
@@ -60,12 +48,12 @@ def test_a_reused_run_dir_never_resumes_another_experiment(tmp_path):
     store = store_of(tmp_path / "store")
     out = tmp_path / "out"
     common = ["method=temi", "dataset=custom", f"dataset.path={store}", "trainer.max_epochs=1",
-              *TINY, f"hydra.run.dir={out}"]  # fmt: skip
-    assert cli(tmp_path, *common).returncode == 0
+              *TINY_RUN, f"hydra.run.dir={out}"]  # fmt: skip
+    assert cli(*common, cwd=tmp_path, cache=tmp_path / "cache").returncode == 0
     (out / "results.json").unlink()
     for change, difference in (("seed=1", "seed: 0 there, 1 here"),
                                ("method.base_lr=0.01", "method.base_lr: 0.0001 there, 0.01 here")):  # fmt: skip
-        proc = cli(tmp_path, *common, change)
+        proc = cli(*common, change, cwd=tmp_path, cache=tmp_path / "cache")
         assert proc.returncode == 2, proc.stderr
         assert "belongs to another experiment" in proc.stderr and difference in proc.stderr
         assert "method.resume=null" in proc.stderr and "Traceback" not in proc.stderr
@@ -77,8 +65,8 @@ def test_an_unreadable_checkpoint_is_named_before_any_work(tmp_path):
     out = tmp_path / "out"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
-    proc = cli(tmp_path, "method=temi", "dataset=custom", f"dataset.path={store}", *TINY,
-               f"hydra.run.dir={out}")  # fmt: skip
+    proc = cli("method=temi", "dataset=custom", f"dataset.path={store}", *TINY_RUN,
+               f"hydra.run.dir={out}", cwd=tmp_path, cache=tmp_path / "cache")  # fmt: skip
     assert proc.returncode == 2
     assert f"checkpoint {out / 'checkpoints' / 'last.ckpt'} cannot be read" in proc.stderr
     assert "method.resume=null" in proc.stderr and "Traceback" not in proc.stderr
@@ -90,7 +78,7 @@ def test_sigterm_exits_non_zero_and_says_how_to_resume(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "CLUSTERBENCH_PROGRESS": "0", "HYDRA_FULL_ERROR": "0"}
     args = ["method=temi", "dataset=custom", f"dataset.path={store}", "trainer.max_epochs=100000",
-            *TINY, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"]  # fmt: skip
+            *TINY_RUN, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "clusterbench", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
@@ -139,8 +127,8 @@ def test_wrong_config_types_fail_before_any_work(tmp_path, override, message):
 
 
 def test_a_wrong_type_is_one_line_through_the_cli(tmp_path):
-    proc = cli(tmp_path, "method=temi", "trainer.max_epochs=abc", "logger=none",
-               f"hydra.run.dir={tmp_path / 'out'}")  # fmt: skip
+    proc = cli("method=temi", "trainer.max_epochs=abc", "logger=none",
+               f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path, cache=tmp_path / "cache")  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: trainer.max_epochs='abc' (str): expected int"
@@ -162,7 +150,7 @@ def test_broken_stores_are_explained(tmp_path):
 
 
 def test_raw_label_ids_are_explained(tmp_path):
-    train, labels = blobs(20, 3, 8, seed=0)
+    train, labels = sphere_blobs(20, 3, 8, seed=0)
     store = write_store(tmp_path / "raw", train, labels * 1000000 + 1440764, train, labels)
     cfg = compose_config(tmp_path, ["dataset=custom", f"dataset.path={store}", "logger=none",
                                     f"paths.cache_dir={tmp_path / 'cache'}"])  # fmt: skip

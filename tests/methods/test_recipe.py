@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -21,10 +20,11 @@ from clusterbench.methods.self_distillation.module import (
 )
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.run import run
-from tests.conftest import compose_config
-from tests.test_self_distillation import blobs, make_trainer, tiny_model
+from tests.helpers import ROOT
+from tests.helpers.compose import compose_config
+from tests.helpers.self_distillation import knn_blobs, make_trainer, tiny_model
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = ROOT / "docs"
 
 
 @pytest.mark.parametrize("method", ["temi", "scanv2"])
@@ -84,7 +84,7 @@ class LearningRates(L.Callback):
 
 
 def test_default_lr_warms_up_linearly_from_zero_then_stays_flat(single_thread):
-    x, nn_table, _ = blobs()
+    x, nn_table, _ = knn_blobs()
     model = tiny_model("temi", warmup_epochs=None)  # 5 epochs -> 2 warm-up epochs
     data = NeighbourPairDataModule(x, nn_table, knn=10, batch_size=32, seed=0)
     lrs = LearningRates()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from clusterbench.perf import gpu
 
 
+@pytest.mark.slow
 def test_dry_run_measures_every_section_and_writes_the_table(tmp_path, monkeypatch):
     monkeypatch.setenv("CLUSTERBENCH_PROGRESS", "0")
     out, table = tmp_path / "gpu.json", tmp_path / "gpu.md"

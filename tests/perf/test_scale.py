@@ -13,7 +13,7 @@ from clusterbench.neighbours import NeighbourCache, build_index, ivf_nlist, reso
 from clusterbench.perf.__main__ import main as perf_main
 from clusterbench.perf.scale import choose, ivf_defaults, recall
 from clusterbench.perf.scale_data import QUICK, exact_neighbours, mixture_on_sphere
-from tests.conftest import compose_config
+from tests.helpers.compose import compose_config
 
 
 def test_mixture_is_deterministic_unit_rows_with_class_structure():

@@ -11,17 +11,11 @@ import pytest
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
 from clusterbench.data.rows import FeatureRows
 from clusterbench.producers.zeroshot.refine import refine
-from tests.conftest import (
-    ANIMAL,
-    DOG,
-    ORGANISM,
-    PUPPY,
-    SLED_DOG,
-    SUN,
-    TOOL,
-    run_module,
-    write_store,
-)
+from tests.helpers.cli import run_module
+from tests.helpers.compose import compose_hzr
+from tests.helpers.stores import write_store
+from tests.helpers.synthetic import SMALL_IN21K, synthetic_embeddings
+from tests.helpers.tree import ANIMAL, DOG, ORGANISM, PUPPY, SLED_DOG, SUN, TOOL
 
 E = np.eye(7, dtype=np.float32)
 
@@ -93,41 +87,14 @@ def test_vectorised_descent_matches_the_per_sample_definition(tree, mode, single
 
 # --- the command -----------------------------------------------------------------------------
 
-SMALL = {"num_train": 10450, "val_per_class": 1, "dim": 16}
 
-
-def compose_hzr(tmp_path: Path, overrides: list[str], name: str = "hzr"):
-    """The config `python -m clusterbench.<name> <overrides>` would run (hzr or zeroshot)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from clusterbench.core.config import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=[f"paths.root_dir={tmp_path}", *overrides])
-    GlobalHydra.instance().clear()
-    return cfg
-
-
-def synthetic_embeddings(path: Path) -> Path:
-    """Class embeddings that know the synthetic world: its class means (roots sit at 0, so a
-    little noise keeps every row non-zero)."""
-    from clusterbench.benchmarks.imagenet21k.world import SyntheticIn21kSpec, make_spec, node_means
-
-    tree = load_tree()
-    means = node_means(tree, make_spec(SyntheticIn21kSpec, SMALL))[: tree.num_classes]
-    means += 1e-3 * np.random.default_rng(0).standard_normal(means.shape)
-    np.save(path, means.astype(np.float32))
-    return path
-
-
+@pytest.mark.slow
 def test_hzr_command_on_the_synthetic_store_then_p_hzr_reads_it(tmp_path, single_thread):
     from clusterbench.benchmarks.families.relabel import relabel
 
     emb = synthetic_embeddings(tmp_path / "emb.npy")
     out, cache = tmp_path / "rel", tmp_path / "cache"
-    small = [f"dataset.synthetic.{k}={v}" for k, v in SMALL.items()]
+    small = [f"dataset.synthetic.{k}={v}" for k, v in SMALL_IN21K.items()]
     proc = run_module(
         "clusterbench.producers.zeroshot.hzr",
         "dataset.base=synthetic",
@@ -151,7 +118,7 @@ def test_hzr_command_on_the_synthetic_store_then_p_hzr_reads_it(tmp_path, single
         gt = np.load(store / f"{split}_labels.npy")
         assert (ours == ideal).mean() > 0.97 > (gt == ideal).mean()
         assert meta["counts"][split]["relabelled"] == int((ours != gt).sum()) > 0
-    kw = {"synthetic": SMALL, "cache_dir": str(cache), "base": "synthetic"}
+    kw = {"synthetic": SMALL_IN21K, "cache_dir": str(cache), "base": "synthetic"}
     view = relabel("p_hzr", relabel=str(out), **kw)
     assert view.num_classes == meta["counts"]["classes_kept"]
     assert len(view.train_labels) == 10450 - meta["counts"]["train"]["excluded"]
@@ -233,6 +200,7 @@ def test_bad_class_embedding_files_are_refused_in_one_line(tmp_path, single_thre
             run_hzr(cfg, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_store_without_a_text_tower_points_to_text_embeddings(tmp_path):
     store, _ = in21k_like_store(tmp_path / "store")
     proc = run_module(

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig
 from sklearn.linear_model import LogisticRegression
 
 from clusterbench.benchmarks.families.model_based import classes_digest, fallback_dir, top_k
@@ -33,15 +32,12 @@ from clusterbench.producers.probe.grid import (
 from clusterbench.producers.probe.run import edge_note
 from clusterbench.producers.probe.run import run as probe_run
 from clusterbench.run import run as cluster_run
-from tests.conftest import blobs, compose_config, run_module, write_store
+from tests.helpers.cli import run_module
+from tests.helpers.compose import compose_config, compose_probe
+from tests.helpers.stores import sphere_blobs, write_store
+from tests.helpers.synthetic import TINY_IN21K
 
-TINY_IN21K = {"num_train": 26125, "val_per_class": 1, "dim": 16}
 FAST = ["probe.precision=32", "probe.feature_dtype=float32"]
-
-
-def compose_probe(tmp_path: Path, overrides: list[str], name: str = "probe") -> DictConfig:
-    """The config `python -m clusterbench.<name> <overrides>` would run, outputs in tmp_path."""
-    return compose_config(tmp_path, overrides, name)
 
 
 def probe(tmp_path: Path, overrides: list[str]) -> dict:
@@ -52,8 +48,8 @@ def probe(tmp_path: Path, overrides: list[str]) -> dict:
 def in21k_store(root: Path, ids: tuple[int, ...], val_missing: int | None = None) -> Path:
     """A few ImageNet-21K classes named by wnid; `val_missing` has no val samples."""
     tree = load_tree()
-    train, train_labels = blobs(12, len(ids), 8, seed=1, spread=0.1)
-    val, val_labels = blobs(4, len(ids), 8, seed=1, spread=0.1)
+    train, train_labels = sphere_blobs(12, len(ids), 8, seed=1, spread=0.1)
+    val, val_labels = sphere_blobs(4, len(ids), 8, seed=1, spread=0.1)
     if val_missing is not None:
         keep = val_labels != val_missing
         val, val_labels = val[keep], val_labels[keep]
@@ -92,7 +88,7 @@ def test_stacked_sgd_is_torch_sgd_with_one_param_group_per_probe() -> None:
 
 
 def test_each_stacked_probe_trains_as_it_would_alone(single_thread) -> None:
-    x, y = blobs(30, 5, 12, seed=2, spread=0.3)
+    x, y = sphere_blobs(30, 5, 12, seed=2, spread=0.3)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     settings = ProbeSettings(epochs=3, batch_size=32, precision="32")
     cells = [Cell(5e-3, 0.0), Cell(1e-3, 1e-3), Cell(5e-2, 1e-5)]
@@ -108,7 +104,7 @@ def test_each_stacked_probe_trains_as_it_would_alone(single_thread) -> None:
 
 
 def test_a_diverging_cell_is_reported_and_never_selected(single_thread) -> None:
-    x, y = blobs(20, 4, 8, seed=4)
+    x, y = sphere_blobs(20, 4, 8, seed=4)
     x = torch.from_numpy(x) * 1e4  # huge raw features: a large lr overflows
     settings = ProbeSettings(epochs=5, batch_size=16, precision="32")
     cells = [Cell(1e-9, 0.0), Cell(1e38, 0.0)]
@@ -131,10 +127,11 @@ def test_stacked_linear_applies_each_probe_to_the_batch() -> None:
 # --- runs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_probe_reaches_the_linear_bound(tmp_path: Path, single_thread) -> None:
     """Paper protocol (the whole grid, 100 epochs) on well-separated data: a logistic
     regression's accuracy within one point, above 0.95."""
-    x, y = blobs(250, 10, 32, seed=0, spread=0.25)
+    x, y = sphere_blobs(250, 10, 32, seed=0, spread=0.25)
     train, train_labels, val, val_labels = x[:2000], y[:2000], x[2000:], y[2000:]
     store = write_store(tmp_path / "s", train, train_labels, val, val_labels)
     payload = probe(tmp_path, ["dataset=custom", f"dataset.path={store}", *FAST])
@@ -160,6 +157,7 @@ def in21k_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_probe_then_clip_1k_end_to_end(in21k_cache: Path, tmp_path: Path, single_thread) -> None:
     synthetic = [f"dataset.synthetic.{k}={v}" for k, v in TINY_IN21K.items()]
     store = next((in21k_cache / "synthetic_in21k").iterdir())
@@ -215,7 +213,7 @@ def test_classes_without_val_samples_are_nan_in_tree_order(tmp_path: Path, singl
 
 
 def test_one_class_still_probes(tmp_path: Path, single_thread) -> None:
-    x, y = blobs(10, 1, 4, seed=0)
+    x, y = sphere_blobs(10, 1, 4, seed=0)
     store = write_store(tmp_path / "s", x, y, x[:5], y[:5])
     payload = probe(tmp_path, ["dataset=custom", f"dataset.path={store}", "probe.epochs=2", *FAST])
     assert payload["metrics"]["acc"] == 1.0 and payload["metrics"]["num_classes"] == 1
@@ -255,8 +253,9 @@ def test_accuracy_file_for_another_tree_is_rejected(tmp_path: Path) -> None:
         top_k("clip", base=str(store), cache_dir=str(tmp_path / "c"))
 
 
+@pytest.mark.slow
 def test_nan_features_fail_with_one_line(tmp_path: Path) -> None:
-    x, y = blobs(10, 3, 4, seed=0)
+    x, y = sphere_blobs(10, 3, 4, seed=0)
     x[7, 2] = np.nan
     store = write_store(tmp_path / "s", x, y, x.copy(), y)
     args = ["dataset=custom", f"dataset.path={store}", "dataset.check_finite=false"]

@@ -23,8 +23,8 @@ from clusterbench.producers.separability.metrics import (
 )
 from clusterbench.producers.separability.run import run
 from clusterbench.report import figure4 as plot
-from tests.conftest import blobs, write_store
-from tests.test_probe import compose_probe
+from tests.helpers.compose import compose_config
+from tests.helpers.stores import sphere_blobs, write_store
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -34,7 +34,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def data() -> tuple[np.ndarray, np.ndarray]:
     """Overlapping classes, a singleton class and a duplicated row (edge cases of both scores)."""
-    x, y = blobs(40, 6, 8, seed=3, spread=0.6)
+    x, y = sphere_blobs(40, 6, 8, seed=3, spread=0.6)
     x = np.concatenate([x, x[:1], np.full((1, 8), 0.3, np.float32)])
     y = np.concatenate([y, y[:1], [6]])
     return x.astype(np.float64), y
@@ -71,7 +71,7 @@ def _direct_l_align(x: np.ndarray, y: np.ndarray, k: int) -> float:
 
 
 def test_l_align_chunked_equals_the_direct_mean() -> None:
-    x, y = blobs(20, 4, 6, seed=1, spread=0.4)
+    x, y = sphere_blobs(20, 4, 6, seed=1, spread=0.4)
     f = unit(x.astype(np.float64))
     found = NearestNeighbors(n_neighbors=6).fit(f).kneighbors(f)[1][:, 1:]
     ours, pairs = l_align(torch.from_numpy(f), torch.from_numpy(y), found, max_elements=13)
@@ -81,7 +81,7 @@ def test_l_align_chunked_equals_the_direct_mean() -> None:
 
 
 def test_separability_run_records_what_it_measured(tmp_path: Path, single_thread) -> None:
-    x, y = blobs(30, 5, 8, seed=2, spread=0.5)
+    x, y = sphere_blobs(30, 5, 8, seed=2, spread=0.5)
     store = write_store(tmp_path / "s", x, y, x[:20], y[:20])
     overrides = [
         "dataset=custom",
@@ -91,7 +91,7 @@ def test_separability_run_records_what_it_measured(tmp_path: Path, single_thread
         "knn.k=5",
         "device=cpu",
     ]
-    cfg = compose_probe(tmp_path, overrides, name="separability")
+    cfg = compose_config(tmp_path, overrides, name="separability")
     payload = run(cfg, tmp_path / "run")
     m, info = payload["metrics"], payload["method_info"]
     sample = silhouette_rows(150, 100, seed=0)
@@ -110,7 +110,7 @@ def test_separability_run_records_what_it_measured(tmp_path: Path, single_thread
 
 
 def test_separability_of_the_val_split_raw_features(tmp_path: Path, single_thread) -> None:
-    x, y = blobs(12, 3, 6, seed=5, spread=0.5)
+    x, y = sphere_blobs(12, 3, 6, seed=5, spread=0.5)
     x = 3 * x  # raw norms far from 1: normalize=none must not use the unit rows
     store = write_store(tmp_path / "s", x[:20], y[:20], x, y)
     overrides = [
@@ -122,7 +122,7 @@ def test_separability_of_the_val_split_raw_features(tmp_path: Path, single_threa
         "knn.k=4",
         "device=cpu",
     ]
-    payload = run(compose_probe(tmp_path, overrides, name="separability"), tmp_path / "run")
+    payload = run(compose_config(tmp_path, overrides, name="separability"), tmp_path / "run")
     m = payload["metrics"]
     raw = x.astype(np.float64)
     assert abs(m["davies_bouldin"] - davies_bouldin_score(raw, y)) < 1e-6
@@ -137,7 +137,7 @@ def test_bad_settings_are_config_errors(tmp_path: Path) -> None:
         ("separability.normalize=cosine", "expected l2 or none"),
         ("separability.silhouette_sample=2.5", r"silhouette_sample=2.5 \(float\): expected int"),
     ):
-        cfg = compose_probe(tmp_path, [override], name="separability")
+        cfg = compose_config(tmp_path, [override], name="separability")
         with pytest.raises(ConfigError, match=match):
             build(cfg.separability)
 

@@ -13,8 +13,10 @@ from clusterbench.data.rows import FeatureRows
 from clusterbench.producers.zeroshot.classify import candidate_groups, classify
 from clusterbench.producers.zeroshot.run import run_zeroshot
 from clusterbench.producers.zeroshot.text import lemmas
-from tests.conftest import ANIMAL, DOG, ORGANISM, PUPPY, SLED_DOG, SUN, TOOL, run_module
-from tests.test_hzr import SMALL, compose_hzr, synthetic_embeddings
+from tests.helpers.cli import run_module
+from tests.helpers.compose import compose_hzr
+from tests.helpers.synthetic import SMALL_IN21K, synthetic_embeddings
+from tests.helpers.tree import ANIMAL, DOG, ORGANISM, PUPPY, SLED_DOG, SUN, TOOL
 
 ALL = np.arange(7)
 
@@ -78,13 +80,14 @@ def test_lemmas_split_the_tree_names():
     assert lemmas("sun") == ["sun"]
 
 
+@pytest.mark.slow
 def test_zeroshot_command_on_the_synthetic_store(tmp_path, single_thread):
     emb = synthetic_embeddings(tmp_path / "emb.npy")
     run = tmp_path / "run"
     proc = run_module(
         "clusterbench.producers.zeroshot",
         "dataset=synthetic_in21k",
-        *(f"dataset.synthetic.{k}={v}" for k, v in SMALL.items()),
+        *(f"dataset.synthetic.{k}={v}" for k, v in SMALL_IN21K.items()),
         f"zeroshot.text_embeddings={emb}",
         "zeroshot.candidates=siblings",
         f"paths.cache_dir={tmp_path / 'cache'}",
@@ -107,7 +110,7 @@ def test_zeroshot_command_on_the_synthetic_store(tmp_path, single_thread):
         tmp_path,
         [
             "dataset=synthetic_in21k",
-            *(f"dataset.synthetic.{k}={v}" for k, v in SMALL.items()),
+            *(f"dataset.synthetic.{k}={v}" for k, v in SMALL_IN21K.items()),
             f"zeroshot.text_embeddings={emb}",
             f"paths.cache_dir={tmp_path / 'cache'}",
             "device=cpu",

@@ -106,6 +106,12 @@ class SelfDistillationMethod:
         give no full batch at all: it is clipped to the training set, with a warning, and
         results.json records both (`batch_size`, `batch_size_requested`).
         """
+        epochs = getattr(task.make_trainer, "keywords", {}).get("max_epochs")
+        if epochs is not None and int(epochs) < 1:
+            raise ConfigError(
+                f"trainer.max_epochs={epochs}: training needs at least one epoch (untrained "
+                "heads' clusters are not a result)"
+            )
         n = len(task.view.train)
         if not 1 <= self.knn < n:
             raise ConfigError(f"method.knn={self.knn} must be in [1, N-1] for N={n} train samples")
@@ -161,7 +167,8 @@ class SelfDistillationMethod:
     def _check_checkpoint(self, ckpt: str, experiment: dict[str, Any]) -> None:
         """Before any work: the checkpoint must load and be this experiment's."""
         try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+            # weights_only: a checkpoint is data; a crafted file must not run code here.
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
             record = saved.get(EXPERIMENT_KEY) if isinstance(saved, dict) else None
         except Exception as exc:  # truncated, empty or not a checkpoint: torch's many errors
             raise ConfigError(
@@ -239,7 +246,7 @@ class SelfDistillationMethod:
         )
         trainer = self.trainer(task, task.callbacks, experiment)
         try:
-            trainer.fit(self.model, datamodule=data, ckpt_path=ckpt)
+            trainer.fit(self.model, datamodule=data, ckpt_path=ckpt, weights_only=True)
         except SIGTERMException:  # a SystemExit with code 0: the job would look successful
             saved = self._resume_path(task.run_dir)
             raise ClusterbenchError(

@@ -23,6 +23,7 @@ from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
 from clusterbench.core.atomic import replace_dir, write_json_atomic
 from clusterbench.core.cli import command
 from clusterbench.core.config import plain
+from clusterbench.core.device import check_device
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.rows import FeatureRows
 from clusterbench.producers.zeroshot.embeddings import check_dims, class_embeddings
@@ -121,6 +122,7 @@ def print_summary(stats: dict, mode: str, rate: float, console: Console) -> None
 def run_hzr(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     """Refine the base store's labels and write the relabel directory; return the summary."""
     console = console or Console()
+    check_device(cfg)
     mode = str(cfg.hzr.mode)
     if mode not in MODES:
         raise ConfigError(f"hzr.mode={mode!r}: expected one of {MODES}")

@@ -10,7 +10,7 @@ from clusterbench.benchmarks.imagenet21k.tree import Tree
 from clusterbench.evaluation.metrics import in_label_sets
 
 # --- tree-based ----------------------------------------------------------------------------
-from tests.conftest import (  # the 7-class tree fixture `tree`
+from tests.helpers.tree import (  # the nodes of the 7-class tree fixture `tree`
     ANIMAL,
     DOG,
     ORGANISM,

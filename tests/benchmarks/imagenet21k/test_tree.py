@@ -28,10 +28,10 @@ from clusterbench.benchmarks.imagenet21k.tree import (
     read_tree_file,
     write_tree_file,
 )
+from tests.helpers import FIXTURES
+from tests.helpers.tree import ANIMAL, DOG, ORGANISM, PUPPY, SLED_DOG, SUN, TOOL
 
-FIXTURE = Path(__file__).parent / "fixtures" / "wordnet_tiny"
-# Fixture class ids (order of synsets.txt).
-DOG, ORGANISM, SUN, ANIMAL, SLED_DOG, PUPPY, TOOL = range(7)
+FIXTURE = FIXTURES / "wordnet_tiny"  # its class ids: DOG, ORGANISM, ... of helpers.tree
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,9 @@ from clusterbench.methods.self_distillation.losses import (
     temi_loss,
     update_prior,
 )
+from tests.helpers import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "loss_cases.npz"
+FIXTURE = FIXTURES / "loss_cases.npz"
 TEMPERATURE = 0.1  # student and teacher temperature of the reference cases
 
 

@@ -11,7 +11,7 @@ from lightning.pytorch import Callback
 
 from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.run import run
-from tests.conftest import compose_config
+from tests.helpers.compose import compose_config
 
 TINY = [
     "method.num_heads=4",

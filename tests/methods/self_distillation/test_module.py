@@ -1,4 +1,5 @@
-"""SelfDistillationClustering and NeighbourPairDataModule: sampling, training, state."""
+"""SelfDistillationClustering: losses over head chunks, the prior, training on tiny groups,
+determinism, checkpoints, the frozen last layer, schedules and row views."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.core.errors import ConfigError
+from clusterbench.evaluation.metrics import hungarian_mapping
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
-from clusterbench.methods.self_distillation.pairs import AnchorBatchSampler, NeighbourPairDataModule
+from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
 from clusterbench.methods.self_distillation.predict import predict, predict_probabilities
 from clusterbench.methods.self_distillation.schedules import (
     cosine_schedule,
     cosine_schedule_array,
     linear_warmup,
 )
+from tests.helpers.self_distillation import knn_blobs, make_trainer, tiny_model
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -27,24 +29,10 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def blobs(n: int = 300, groups: int = 3, dim: int = 16, knn: int = 10, seed: int = 0):
-    """Well-separated Gaussian groups, their exact kNN table (self first) and labels."""
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(groups, dim)) * 3
-    labels = np.arange(n) % groups
-    x = (centers[labels] + rng.normal(size=(n, dim))).astype(np.float32)
-    dist = ((x[:, None] - x[None]) ** 2).sum(-1)
-    return x, np.argsort(dist, axis=1)[:, :knn].astype(np.int64), labels
-
-
 def cluster_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
-    from scipy.optimize import linear_sum_assignment
-
-    k = max(pred.max(), labels.max()) + 1
-    counts = np.zeros((k, k))
-    np.add.at(counts, (pred, labels), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return counts[rows, cols].sum() / len(labels)
+    """ACC under the project's Hungarian one-to-one mapping of clusters to classes."""
+    mapping = hungarian_mapping(pred, labels, int(pred.max()) + 1, int(labels.max()) + 1)
+    return float((mapping[pred] == labels).mean())
 
 
 class EpochLosses(L.Callback):
@@ -65,38 +53,8 @@ class EpochLosses(L.Callback):
         self._record(trainer)
 
 
-def make_trainer(epochs: int, callbacks=()) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        deterministic=True,
-    )
-
-
-def tiny_model(loss: str = "temi", **overrides) -> SelfDistillationClustering:
-    args = dict(
-        in_dim=16,
-        num_clusters=3,
-        loss=loss,
-        num_heads=4,
-        hidden_dim=64,
-        bottleneck_dim=32,
-        base_lr=1e-3,
-        teacher_momentum=0.9,
-        final_teacher_momentum=0.9,
-    )
-    args.update(overrides)
-    return SelfDistillationClustering(**args)
-
-
 def fit_tiny(loss: str = "temi", seed: int = 0, epochs: int = 5, **overrides):
-    x, nn_table, labels = blobs()
+    x, nn_table, labels = knn_blobs()
     L.seed_everything(seed, verbose=False)
     model = tiny_model(loss, **overrides)
     data = NeighbourPairDataModule(x, nn_table, knn=10, batch_size=32, seed=seed)
@@ -105,87 +63,6 @@ def fit_tiny(loss: str = "temi", seed: int = 0, epochs: int = 5, **overrides):
         warnings.simplefilter("ignore")
         make_trainer(epochs, [record]).fit(model, datamodule=data)
     return model, record.losses, predict(model, x, batch_size=128), labels
-
-
-# --------------------------------------------------------------------------- pairs
-def test_epoch_visits_every_anchor_once_and_draws_from_knn():
-    x, nn_table, _ = blobs(n=30, knn=4)
-    data = NeighbourPairDataModule(x, nn_table, knn=3, batch_size=8, seed=1)
-    loader = data.train_dataloader()
-    loader.sampler.set_epoch(0)
-    batches = [data.on_after_batch_transfer(b, 0) for b in loader]
-    assert [len(b["anchor_index"]) for b in batches] == [8, 8, 8, 6]
-    anchors = torch.cat([b["anchor_index"] for b in batches])
-    assert sorted(anchors.tolist()) == list(range(30))
-    for b in batches:
-        allowed = torch.from_numpy(nn_table[b["anchor_index"].numpy(), :3])
-        assert (allowed == b["neighbour_index"][:, None]).any(dim=1).all()
-        torch.testing.assert_close(b["anchor"], torch.from_numpy(x)[b["anchor_index"]])
-        torch.testing.assert_close(b["neighbour"], torch.from_numpy(x)[b["neighbour_index"]])
-
-
-def _epoch(sampler: AnchorBatchSampler, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    sampler.set_epoch(epoch)
-    return list(sampler)
-
-
-def test_sampling_is_seeded_per_seed_and_epoch():
-    def sampler(seed):
-        return AnchorBatchSampler(100, 16, knn=5, seed=seed)
-
-    first, again = _epoch(sampler(0), 3), _epoch(sampler(0), 3)
-    assert all(
-        torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(first, again, strict=True)
-    )
-    assert not torch.equal(first[0][0], _epoch(sampler(0), 4)[0][0])
-    assert not torch.equal(first[0][0], _epoch(sampler(1), 3)[0][0])
-
-
-@pytest.mark.parametrize("num_anchors", [64, 70, 65])
-def test_ranks_split_each_global_batch_disjointly(num_anchors):
-    single = _epoch(AnchorBatchSampler(num_anchors, 16, knn=5, seed=2), 1)
-    ranks = [
-        _epoch(AnchorBatchSampler(num_anchors, 16, 5, seed=2, num_replicas=2, rank=r), 1)
-        for r in range(2)
-    ]
-    assert len(ranks[0]) == len(ranks[1]) == len(single)
-    for step, (anchors, columns) in enumerate(single):
-        parts = [ranks[r][step] for r in range(2)]
-        assert len(parts[0][0]) == len(parts[1][0])  # equal share per process
-        merged = torch.cat([p[0] for p in parts])
-        merged_cols = torch.cat([p[1] for p in parts])
-        # Same pairs as one process with the global batch (the last batch may wrap around).
-        assert torch.equal(merged[: len(anchors)], anchors)
-        assert torch.equal(merged_cols[: len(columns)], columns)
-        if len(merged) == len(anchors):
-            assert len(set(parts[0][0].tolist()) & set(parts[1][0].tolist())) == 0
-
-
-def test_cpu_gather_matches_device_gather():
-    x, nn_table, _ = blobs(n=40, knn=5)
-    on_device = NeighbourPairDataModule(x, nn_table, knn=5, batch_size=16, seed=0)
-    on_cpu = NeighbourPairDataModule(
-        x.astype(np.float16), nn_table, knn=5, batch_size=16, seed=0, features_on_device=False
-    )
-    for a, b in zip(on_device.train_dataloader(), on_cpu.train_dataloader(), strict=True):
-        a = on_device.on_after_batch_transfer(a, 0)
-        b = on_cpu.on_after_batch_transfer(b, 0)
-        assert torch.equal(a["neighbour_index"], b["neighbour_index"])
-        torch.testing.assert_close(a["anchor"], b["anchor"].float(), atol=1e-2, rtol=1e-2)
-
-
-def test_bad_inputs_raise_config_errors():
-    x, nn_table, _ = blobs(n=30, knn=4)
-    with pytest.raises(ConfigError, match="knn=10"):
-        NeighbourPairDataModule(x, nn_table, knn=10)
-    with pytest.raises(ConfigError, match="shape"):
-        NeighbourPairDataModule(x, nn_table[:10], knn=2)
-    with pytest.raises(ConfigError, match="integers"):
-        NeighbourPairDataModule(x, nn_table.astype(np.float32), knn=2)
-    with pytest.raises(ConfigError, match="divisible"):
-        AnchorBatchSampler(30, 15, knn=2, num_replicas=2, rank=0)
-    with pytest.raises(ConfigError, match="loss"):
-        tiny_model("dino")
 
 
 # --------------------------------------------------------------------------- module
@@ -224,7 +101,7 @@ def test_tiny_fit_learns_the_groups(loss):
     assert ((pred["confidence"] > 1 / 3) & (pred["confidence"] <= 1)).all()
     # The best head is the one with the lowest mean loss over the last epoch.
     assert int(model.best_head) == int(torch.argmin(model.last_epoch_head_losses))
-    probs = predict_probabilities(model, np.asarray(blobs()[0]), batch_size=100)
+    probs = predict_probabilities(model, np.asarray(knn_blobs()[0]), batch_size=100)
     torch.testing.assert_close(probs.argmax(-1), pred["top1"])
 
 
@@ -236,7 +113,7 @@ def test_same_seed_same_predictions():
 
 
 def test_checkpoint_restores_teacher_prior_and_best_head(tmp_path):
-    x, nn_table, _ = blobs()
+    x, nn_table, _ = knn_blobs()
     L.seed_everything(0, verbose=False)
     model = tiny_model("temi", input_norm="standardize")
     trainer = make_trainer(2)
@@ -256,7 +133,7 @@ def test_checkpoint_restores_teacher_prior_and_best_head(tmp_path):
 
 
 def test_last_layer_frozen_in_first_epoch_and_lr_scaled():
-    x, nn_table, _ = blobs()
+    x, nn_table, _ = knn_blobs()
     L.seed_everything(0, verbose=False)
     model = tiny_model("scanv2", base_lr=2e-3)
     last = [p.clone() for p in model.student.last_layer.parameters()]
@@ -307,7 +184,7 @@ class RowView:
 
 @pytest.mark.parametrize("on_device", [True, False])
 def test_row_views_work_like_arrays(on_device):
-    x, nn_table, _ = blobs(n=40, knn=5)
+    x, nn_table, _ = knn_blobs(n=40, knn=5)
     plain = NeighbourPairDataModule(x, nn_table, knn=5, batch_size=16)
     view = NeighbourPairDataModule(
         RowView(x), nn_table, knn=5, batch_size=16, features_on_device=on_device
