@@ -13,17 +13,28 @@ from clusterbench.core.device import build_trainer
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.tracking import build_loggers, close_loggers, log_run, where_logged
 from clusterbench.data.view import BenchmarkView
+from clusterbench.evaluation.assignments import Written, write_assignments
 from clusterbench.evaluation.evaluate import evaluate_view
+from clusterbench.evaluation.label_free import (
+    LabelFreeSettings,
+    describe_label_free,
+    label_free_scores,
+)
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
 from clusterbench.methods.task import ClusteringTask
 from clusterbench.results import RunResult, print_metrics, start_run
 
 
 def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
+    if requested is None and not view.labelled:
+        raise ConfigError(
+            f"dataset {view.name} has no labels, so the number of clusters is not known: "
+            "set method.num_clusters=K"
+        )
     k = view.num_classes if requested is None else int(requested)
     if k < 2:
         raise ConfigError(f"method.num_clusters={k}: clustering needs at least 2 clusters")
-    if len(view.train_labels) < k:
+    if len(view.train) < k:
         origin = ""
         if requested is None:  # the number of classes; without class names it is max label + 1
             origin = (
@@ -36,10 +47,39 @@ def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
                 + ")"
             )
         raise ConfigError(
-            f"dataset {view.name} has {len(view.train_labels)} training samples, fewer than "
+            f"dataset {view.name} has {len(view.train)} training samples, fewer than "
             f"num_clusters={k}{origin}; lower method.num_clusters or use more data"
         )
     return k
+
+
+def export_assignments(
+    method, view: BenchmarkView, cfg: DictConfig, run_dir: Path, num_clusters: int
+) -> tuple[dict, dict[str, Written]]:
+    """`assignments/<split>.parquet` for every split `predict.splits` names (rows, clusters,
+    top-k, confidence, image paths), and the fitted model the `assign` of new rows needs."""
+    splits = list(cfg.get("predict", {}).get("splits", ["train", "val"]))
+    unknown = [s for s in splits if s not in ("train", "val")]
+    if unknown:
+        raise ConfigError(f"predict.splits={splits}: expected train and/or val")
+    artefacts: dict = {}
+    written: dict[str, Written] = {}
+    for split in splits:
+        rows = view.train if split == "train" else view.val
+        if len(rows) == 0 or not hasattr(method, "assign"):
+            continue
+        written[split] = write_assignments(
+            run_dir / "assignments" / f"{split}.parquet",
+            method.assign(rows),
+            len(rows),
+            num_clusters,
+            paths=view.files(split),
+        )
+    if written:
+        artefacts["assignments"] = {s: w.describe(run_dir) for s, w in written.items()}
+    if hasattr(method, "save"):
+        artefacts["model"] = method.save(run_dir)
+    return artefacts, written
 
 
 def run(
@@ -83,8 +123,9 @@ def run(
     status = "failed"
     try:
         console.print(
-            f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train_labels):,} train + "
-            f"{len(view.val_labels):,} val rows x {view.dim}, {num_clusters} clusters"
+            f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train):,} train + "
+            f"{len(view.val):,} val rows x {view.dim}, {num_clusters} clusters"
+            + ("" if view.labelled else " (unlabelled)")
         )
         t0 = time.perf_counter()
         predictions = method.fit_predict(task)
@@ -96,11 +137,22 @@ def run(
             timings["knn_s"] = neighbours.seconds
             task.info["knn_from_cache"] = neighbours.from_cache
         t0 = time.perf_counter()
-        evaluation = evaluate_view(predictions, view)
+        evaluation = evaluate_view(predictions, view) if view.labelled and len(view.val) else {}
         timings["evaluate_s"] = time.perf_counter() - t0
-        metrics = evaluation["metrics"]
-        artefacts = {}
-        if predictions.confidence is not None:
+        metrics = evaluation.get("metrics", {"num_clusters": num_clusters})
+        t0 = time.perf_counter()
+        artefacts, written = export_assignments(method, view, cfg, run_dir, num_clusters)
+        timings["assign_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        label_free = {}
+        if "train" in written:
+            settings = build(cfg.label_free) if cfg.get("label_free") else LabelFreeSettings()
+            label_free = label_free_scores(
+                settings, view.train, written["train"].top1, written["train"].sizes,
+                neighbours=neighbours.table if neighbours.seconds is not None else None,
+            )  # fmt: skip
+        timings["label_free_s"] = time.perf_counter() - t0
+        if evaluation and predictions.confidence is not None:
             title = f"{method.name} on {view.name}"
             artefacts["reliability_png"] = reliability_diagram(
                 evaluation["reliability"], metrics["ece"], run_dir / "reliability.png", title
@@ -113,6 +165,7 @@ def run(
             dataset=view.name,
             seed=int(cfg.seed),
             metrics=metrics,
+            sections={"label_free": label_free} if label_free else {},
             reliability=evaluation.get("reliability"),
             method_info=task.info,
             dataset_summary=view.summary(),
@@ -128,6 +181,8 @@ def run(
         logged = where_logged(loggers) if status == "success" else []
         close_loggers(loggers, status)
     print_metrics(metrics, f"{method.name} on {view.name} (seed {cfg.seed})", console)
+    if label_free:
+        console.print(describe_label_free(label_free))
     console.print(f"results: {run_dir / 'results.json'}")
     for line in logged:
         console.print(line, soft_wrap=True)

@@ -113,6 +113,7 @@ def open_base(
             "dataset.base (extractor=none uses the synthetic stand-in)"
         )
     store = FeatureStore.open(root, check_finite=check_finite, cache_dir=cache)
+    store.require_labels(f"benchmark {name}")  # its classes come from the store's labels
     return BaseStore(store, family, cache, synthetic=False, family_classes=classes)
 
 

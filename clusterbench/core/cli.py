@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # faiss logs its CPU-feature probing at import, so the level is set when the entry point
 # imports this module, before the command's heavy imports.
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+logging.getLogger("faiss").setLevel(logging.WARNING)
 
 # Library chatter that says nothing about the run: Lightning's advertisement tips, accelerators
 # no user of this project has, its note on counting batches, and a deprecation inside

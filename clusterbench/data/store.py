@@ -1,8 +1,12 @@
 """FeatureStore: a directory of precomputed features, opened memory-mapped and validated.
 
 Format (the user's data contract, docs/data.md):
-    train.npy, val.npy               float16/float32, shape (N, D)
-    train_labels.npy, val_labels.npy integer, shape (N,), values >= 0
+    train.npy                        float16/float32, shape (N, D)
+    val.npy (optional)               the same for a held-out split
+    train_labels.npy, val_labels.npy integer, shape (N,), values >= 0 (optional: a store
+                                     without them is unlabelled; labels for some splits
+                                     and not others are refused)
+    train_files.txt, val_files.txt   (optional) one image path per feature row
     classes.txt (optional)           one class id per line, line index = label
     meta.json (optional)             free-form: extractor, dim, dtype, how it was made
 Features are never read whole: a store larger than RAM is scanned in chunks.
@@ -32,10 +36,11 @@ _SCAN_ROWS = 65536
 
 @dataclass
 class StoreSplit:
-    """One split: memory-mapped features (N, D) and in-memory integer labels (N,)."""
+    """One split: memory-mapped features (N, D) and in-memory integer labels (N,), or None in
+    an unlabelled store. An absent val.npy is a split of zero rows."""
 
     features: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -61,12 +66,35 @@ class FeatureStore:
         return self.train.dim
 
     @property
-    def num_classes(self) -> int:
-        """Classes named in classes.txt, else 1 + the largest label in either split."""
+    def labelled(self) -> bool:
+        return self.train.labels is not None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes named in classes.txt, else 1 + the largest label in either split; None for
+        an unlabelled store without classes.txt."""
         if self.classes is not None:
             return len(self.classes)
-        top = max(int(self.train.labels.max(initial=-1)), int(self.val.labels.max(initial=-1)))
-        return top + 1
+        if not self.labelled:
+            return None
+        tops = [
+            int(s.labels.max(initial=-1)) for s in (self.train, self.val) if s.labels is not None
+        ]
+        return max(tops) + 1
+
+    def require_labels(self, what: str) -> None:
+        """One line naming the missing file when `what` (a command, a benchmark) needs labels."""
+        if not self.labelled:
+            raise StoreError(
+                f"{what} needs labels, but {self.path / 'train_labels.npy'} does not exist "
+                "(an unlabelled store can be clustered: clusterbench run dataset=custom "
+                f"dataset.path={self.path} method.num_clusters=K)"
+            )
+
+    def files_path(self, split: str) -> Path | None:
+        """`<split>_files.txt` (one image path per row) when the store has it."""
+        file = self.path / f"{split}_files.txt"
+        return file if file.is_file() else None
 
     def split(self, name: str) -> StoreSplit:
         if name not in SPLITS:
@@ -89,10 +117,20 @@ class FeatureStore:
         if not root.is_dir():
             raise StoreError(
                 f"feature store {root} does not exist or is not a directory; expected a "
-                "directory with train.npy, train_labels.npy, val.npy, val_labels.npy"
+                "directory with train.npy (and val.npy, *_labels.npy when it has them)"
             )
-        splits = {name: _open_split(root, name) for name in SPLITS}
-        if splits["train"].dim != splits["val"].dim:
+        splits = {"train": _open_split(root, "train")}
+        splits["val"] = (
+            _open_split(root, "val")
+            if (root / "val.npy").exists()
+            else StoreSplit(
+                np.empty((0, splits["train"].dim), splits["train"].features.dtype), None
+            )
+        )
+        _check_labels_everywhere(root, splits)
+        for name, split in splits.items():
+            _check_files(root, name, len(split))
+        if splits["val"].dim != splits["train"].dim:
             raise StoreError(
                 f"{root}: train.npy has dimension {splits['train'].dim} but val.npy has "
                 f"{splits['val'].dim}; both splits must come from the same extractor"
@@ -100,6 +138,8 @@ class FeatureStore:
         classes = _read_classes(root)
         if classes is not None:
             for name, split in splits.items():
+                if split.labels is None:
+                    continue
                 top = int(split.labels.max(initial=-1))
                 if top >= len(classes):
                     raise StoreError(
@@ -114,7 +154,8 @@ class FeatureStore:
         )
         if check_finite and not (marker is not None and marker.exists()):
             for name, split in splits.items():
-                _check_finite(root / f"{name}.npy", split.features)
+                if len(split):
+                    _check_finite(root / f"{name}.npy", split.features)
             if marker is not None:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
@@ -129,8 +170,40 @@ class FeatureStore:
 
 
 def _store_files(root: Path) -> list[str]:
+    """What the fingerprint covers: the same list as always for a labelled two-split store."""
     names = [f"{s}{suffix}" for s in SPLITS for suffix in (".npy", "_labels.npy")]
-    return names + [n for n in ("classes.txt",) if (root / n).exists()]
+    return [n for n in names if (root / n).exists()] + [
+        n for n in ("classes.txt",) if (root / n).exists()
+    ]
+
+
+def _check_labels_everywhere(root: Path, splits: dict[str, StoreSplit]) -> None:
+    """Labels for every split or for none: a mixed store would be half graded."""
+    present = [name for name, split in splits.items() if len(split) and split.labels is not None]
+    absent = [name for name, split in splits.items() if len(split) and split.labels is None]
+    if present and absent:
+        raise StoreError(
+            f"{root / f'{absent[0]}_labels.npy'} is missing while "
+            f"{root / f'{present[0]}_labels.npy'} exists; a store has labels for every split "
+            "or for none (delete the labels to cluster it unlabelled)"
+        )
+
+
+def _check_files(root: Path, name: str, rows: int) -> None:
+    """`<split>_files.txt` must name one image per feature row (assignments carry them)."""
+    file = root / f"{name}_files.txt"
+    if not file.is_file():
+        return
+    lines, last = 0, b"\n"
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    lines += last != b"\n"  # a last line without its newline
+    if lines != rows:
+        raise StoreError(
+            f"{file} lists {lines} paths but {name}.npy has {rows} rows; expected one path "
+            "per feature row"
+        )
 
 
 def _load_npy(file: Path, mmap: bool) -> np.ndarray:
@@ -159,6 +232,8 @@ def _open_split(root: Path, name: str) -> StoreSplit:
         raise StoreError(f"{feat_file}: holds no samples (shape {features.shape})")
     if features.shape[1] == 0:
         raise StoreError(f"{feat_file}: rows have no dimensions (shape {features.shape})")
+    if not label_file.exists():
+        return StoreSplit(features=features, labels=None)
     labels = _load_npy(label_file, mmap=False)
     if labels.ndim != 1:
         raise StoreError(

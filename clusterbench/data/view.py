@@ -59,9 +59,9 @@ class BenchmarkView:
 
     name: str
     store: FeatureStore
-    train_labels: np.ndarray
-    val_labels: np.ndarray
-    num_classes: int
+    train_labels: np.ndarray | None  # None: an unlabelled store, clustered without grading
+    val_labels: np.ndarray | None
+    num_classes: int | None
     train_index: np.ndarray | None = None
     val_index: np.ndarray | None = None
     class_names: list[str] | None = None
@@ -82,6 +82,19 @@ class BenchmarkView:
         return self.store.dim
 
     @property
+    def labelled(self) -> bool:
+        return self.train_labels is not None
+
+    def files(self, split: str) -> list[str] | None:
+        """Image paths of the split's rows, in view order, when the store lists them."""
+        file = self.store.files_path(split)
+        if file is None:
+            return None
+        paths = file.read_text(encoding="utf-8").splitlines()
+        index = self.train_index if split == "train" else self.val_index
+        return paths if index is None else [paths[i] for i in index]
+
+    @property
     def fingerprint(self) -> str:
         """Store fingerprint plus the view definition: keys the kNN cache of this view."""
         return digest({"store": self.store.fingerprint, "name": self.name, "params": self.params})
@@ -99,6 +112,15 @@ class BenchmarkView:
         )
 
     def summary(self) -> dict:
+        if not self.labelled:
+            return {
+                "name": self.name,
+                "store": str(self.store.path),
+                "labelled": False,
+                "num_train": len(self.train),
+                "num_val": len(self.val),
+                "dim": self.dim,
+            }
         counts = np.bincount(self.train_labels, minlength=self.num_classes)
         present = counts[counts > 0]
         return {

@@ -1,4 +1,8 @@
-"""What every method hands to the evaluation: cluster ids, never an N x C matrix."""
+"""What every method hands to the evaluation: cluster ids, never an N x C matrix.
+
+`Predictions` are the val split's, held whole for the metrics; `Assigned` is one chunk of any
+split's rows, streamed by a method's `assign(rows)` into the assignment files, so no split is
+ever held whole."""
 
 from __future__ import annotations
 
@@ -32,3 +36,19 @@ class Predictions:
             )
         if self.confidence is not None:
             self.confidence = np.asarray(self.confidence, dtype=np.float64)
+
+
+@dataclass
+class Assigned:
+    """One chunk of rows' assignments: rows `start .. start + len(topk)` of the split.
+
+    topk: (m, k) cluster ids, best first (column 0 is the cluster); confidence: (m,) the
+    method's own (max softmax probability, or cosine to the nearest centroid), or None.
+    """
+
+    start: int
+    topk: np.ndarray
+    confidence: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.topk.shape[0])

@@ -8,15 +8,18 @@ does by default), so only that sample is ever loaded from a memory-mapped store.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import faiss
 import numpy as np
 
+from clusterbench.core.atomic import save_npy_atomic
 from clusterbench.core.device import faiss_uses_gpu
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress, status
 from clusterbench.data.normalize import l2_normalize_rows
-from clusterbench.evaluation.predictions import Predictions
+from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.task import ClusteringTask
 
 
@@ -83,21 +86,33 @@ class SphericalKMeans:
         self.centroids = km.centroids
         return self
 
-    def predict(self, rows, topk: int | None = None) -> Predictions:
-        """Nearest centroid (cosine) and the `topk` nearest centroids, in chunks."""
+    def assign(self, rows, topk: int | None = None) -> Iterator[Assigned]:
+        """Nearest centroids (cosine), best first, and the cosine to the nearest, in chunks."""
         if self.centroids is None:
-            raise RuntimeError("SphericalKMeans.predict called before fit")
+            raise RuntimeError("SphericalKMeans.assign called before fit")
         k = self.centroids.shape[0]
         topk = min(topk or self.topk, k)
         index = faiss.IndexFlatIP(self.centroids.shape[1])
         if self.gpu:
             index = faiss.index_cpu_to_all_gpus(index)
         index.add(self.centroids)
-        out = np.empty((len(rows), topk), dtype=np.int64)
         chunks = rows.chunks(self.chunk_size)
         for start, chunk in progress(chunks, "assigning", rows.num_chunks(self.chunk_size)):
-            out[start : start + chunk.shape[0]] = index.search(l2_normalize_rows(chunk), topk)[1]
+            cosine, ids = index.search(l2_normalize_rows(chunk), topk)
+            yield Assigned(start, ids.astype(np.int64), cosine[:, 0].astype(np.float32))
+
+    def predict(self, rows, topk: int | None = None) -> Predictions:
+        """Nearest centroid (cosine) and the `topk` nearest centroids of every row."""
+        parts = list(self.assign(rows, topk))
+        k = self.centroids.shape[0]
+        width = min(topk or self.topk, k)
+        out = np.concatenate([p.topk for p in parts]) if parts else np.empty((0, width), np.int64)
         return Predictions(top1=out[:, 0], topk=out, num_clusters=k)
+
+    def save(self, run_dir) -> str:
+        """What prediction needs: the unit centroids (K, D), `centroids.npy` in the run dir."""
+        save_npy_atomic(Path(run_dir) / "centroids.npy", self.centroids)
+        return "centroids.npy"
 
     def fit_predict(self, task: ClusteringTask) -> Predictions:
         return self.fit(task).predict(task.view.val)

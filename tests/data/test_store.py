@@ -44,8 +44,11 @@ def test_missing_directory(tmp_path):
 
 def test_missing_file(tmp_path):
     root = write_store(tmp_path / "s", *_arrays())
-    (root / "val_labels.npy").unlink()
-    with pytest.raises(StoreError, match=r"missing file .*val_labels\.npy"):
+    (root / "val_labels.npy").unlink()  # labels for one split only: named, not half graded
+    with pytest.raises(StoreError, match=r"val_labels\.npy is missing while .*train_labels"):
+        FeatureStore.open(root)
+    (root / "train.npy").unlink()
+    with pytest.raises(StoreError, match=r"missing file .*train\.npy"):
         FeatureStore.open(root)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from clusterbench.core.atomic import atomic_file
 from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.core.progress import RunProgressBar, RunTimeEstimate
 from clusterbench.core.progress import enabled as progress_enabled
-from clusterbench.evaluation.predictions import Predictions
+from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
-from clusterbench.methods.self_distillation.predict import predict
+from clusterbench.methods.self_distillation.predict import predict, teacher_probabilities
 from clusterbench.methods.task import ClusteringTask
 
 log = logging.getLogger(__name__)
@@ -281,12 +283,9 @@ class SelfDistillationMethod:
             batch_size=batch_size,
             warmup_epochs=model.resolved_warmup_epochs(),
         )
+        self.device = trainer.strategy.root_device
         out = predict(
-            model,
-            view.val,
-            batch_size=self.predict_batch_size,
-            device=trainer.strategy.root_device,
-            topk=self.topk,
+            model, view.val, batch_size=self.predict_batch_size, device=self.device, topk=self.topk
         )
         return Predictions(
             top1=out["top1"].numpy(),
@@ -294,3 +293,31 @@ class SelfDistillationMethod:
             num_clusters=task.num_clusters,
             confidence=out["confidence"].numpy(),
         )
+
+    def assign(self, rows) -> Iterator[Assigned]:
+        """Every row's top-k clusters from the teacher's best head, with the max softmax
+        probability as confidence, chunk by chunk."""
+        k = min(self.topk, self.model.num_clusters)
+        batches = teacher_probabilities(
+            self.model, rows, self.predict_batch_size, None, getattr(self, "device", None)
+        )
+        for start, probs in batches:
+            values, index = probs.topk(k, dim=-1)
+            yield Assigned(start, index.cpu().numpy(), values[:, 0].float().cpu().numpy())
+
+    def save(self, run_dir: Path) -> str:
+        """What prediction needs, `model.pt`: the trained module's weights (teacher and input
+        statistics included), its hyper-parameters and the chosen head; loads with
+        `torch.load(weights_only=True)`."""
+        path = Path(run_dir) / "model.pt"
+        with atomic_file(path) as tmp:
+            torch.save(
+                {
+                    "hyper_parameters": dict(self.model.hparams),
+                    "state_dict": self.model.state_dict(),
+                    "best_head": int(self.model.best_head),
+                    "in_dim": int(self.model.hparams["in_dim"]),
+                },
+                tmp,
+            )
+        return path.name
