@@ -151,6 +151,8 @@ def run(
                 settings, view.train, written["train"].top1, written["train"].sizes,
                 neighbours=neighbours.table if neighbours.seconds is not None else None,
             )  # fmt: skip
+            if hasattr(method, "label_free"):  # method-specific, e.g. the heads' agreement
+                label_free.update(method.label_free(view.train, 5000, int(cfg.seed)))
         timings["label_free_s"] = time.perf_counter() - t0
         if evaluation and predictions.confidence is not None:
             title = f"{method.name} on {view.name}"

@@ -9,6 +9,12 @@ train split: the split a user of an unlabelled collection has.
   among all rows are found block by block (never an N x N matrix, nothing cached).
 - `silhouette`: cosine silhouette on a seeded sample (scikit-learn), as the separability
   producer measures classes.
+- `generalisation`: how well a linear classifier fitted on the run's own top-1 assignments
+  predicts them on rows it did not see: mean k-fold cross-validated accuracy on a seeded
+  sample (TURTLE's and HUME's selection criterion). TURTLE's `cross_val.py` fits logistic
+  regressions; here a ridge classifier in closed form (the same linear model family, no
+  learning rate or epochs to tune, and seconds instead of minutes at 50k x 1024), on
+  standardised features.
 Each score records its settings; a score that cannot be computed (fewer sampled rows than
 clusters, one cluster) is skipped with the reason, never a crash.
 """
@@ -34,6 +40,9 @@ class LabelFreeSettings:
     knn_sample: int = 2000
     silhouette: bool = True
     silhouette_sample: int = 2000
+    generalisation: bool = True
+    generalisation_sample: int = 50000
+    generalisation_folds: int = 5
     seed: int = 0
 
 
@@ -104,6 +113,46 @@ def silhouette(rows: Rows, top1: np.ndarray, sample: int, seed: int) -> dict:
     return {"value": float(value), "sample": int(pick.size), "metric": "cosine"}
 
 
+def generalisation(
+    rows: Rows, top1: np.ndarray, num_clusters: int, sample: int, folds: int, seed: int,
+    alpha: float = 1.0, chunk: int = 8192,
+) -> dict:  # fmt: skip
+    """Mean k-fold accuracy of ridge classifiers (scikit-learn's RidgeClassifier: one-vs-all
+    targets in {-1, 1}, penalty `alpha`, an intercept) predicting the clusters of rows they
+    were not fitted on. Closed form: one (D+1)^2 Gram matrix and one (D+1) x K cross product
+    per fold, from sums over the sample, so 50k rows of 1024 dims take seconds on a CPU."""
+    n = len(rows)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, min(sample, n), replace=False))
+    if pick.size < 2 * folds:
+        return {"value": None, "skipped": f"{pick.size} sampled rows for {folds} folds"}
+    x = np.asarray(rows.take(pick), dtype=np.float64)
+    std = x.std(0)
+    x = np.hstack([(x - x.mean(0)) / np.where(std > 0, std, 1.0), np.ones((x.shape[0], 1))])
+    y = top1[pick].astype(np.int64)
+    fold = rng.permutation(pick.size) % folds
+    d = x.shape[1]
+    gram = np.zeros((folds, d, d))
+    cross = np.zeros((folds, d, num_clusters))  # X^T Y with Y one-vs-all in {-1, 1}
+    for f in range(folds):
+        xf, yf = x[fold == f], y[fold == f]
+        gram[f] = xf.T @ xf
+        np.add.at(cross[f].T, yf, 2 * xf)  # + 2 x for the row's own cluster ...
+        cross[f] -= xf.sum(0)[:, None]  # ... - x for every cluster
+    correct = 0
+    penalty = alpha * np.eye(d)
+    penalty[-1, -1] = 0.0  # the intercept is not shrunk
+    for f in range(folds):
+        rest = [g for g in range(folds) if g != f]
+        w = np.linalg.solve(gram[rest].sum(0) + penalty, cross[rest].sum(0))
+        held = np.flatnonzero(fold == f)
+        for start in range(0, held.size, chunk):
+            part = held[start : start + chunk]
+            correct += int(((x[part] @ w).argmax(1) == y[part]).sum())
+    return {"value": correct / pick.size, "folds": folds, "sample": int(pick.size),
+            "classifier": f"ridge, alpha={alpha}"}  # fmt: skip
+
+
 def label_free_scores(
     settings: LabelFreeSettings,
     rows: Rows,
@@ -128,6 +177,11 @@ def label_free_scores(
             out["knn_consistency"] = knn_consistency(top1, table, queries)
     if settings.silhouette:
         out["silhouette"] = silhouette(rows, top1, settings.silhouette_sample, settings.seed)
+    if settings.generalisation:
+        out["generalisation"] = generalisation(
+            rows, top1, int(sizes.size), settings.generalisation_sample,
+            settings.generalisation_folds, settings.seed,
+        )  # fmt: skip
     return out
 
 
@@ -136,7 +190,9 @@ def describe_label_free(scores: dict) -> str:
     parts = []
     if scores.get("cluster_sizes", {}).get("normalized_entropy") is not None:
         parts.append(f"size balance {scores['cluster_sizes']['normalized_entropy']:.3f}")
-    for key, label in (("knn_consistency", "kNN consistency"), ("silhouette", "silhouette")):
+    named = (("knn_consistency", "kNN consistency"), ("silhouette", "silhouette"),
+             ("generalisation", "generalisation"), ("head_agreement", "head agreement"))  # fmt: skip
+    for key, label in named:
         value = scores.get(key, {}).get("value")
         if value is not None:
             parts.append(f"{label} {value:.3f}")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -26,7 +27,11 @@ from clusterbench.core.progress import enabled as progress_enabled
 from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
-from clusterbench.methods.self_distillation.predict import predict, teacher_probabilities
+from clusterbench.methods.self_distillation.predict import (
+    every_head_top1,
+    predict,
+    teacher_probabilities,
+)
 from clusterbench.methods.task import ClusteringTask
 
 log = logging.getLogger(__name__)
@@ -321,3 +326,19 @@ class SelfDistillationMethod:
                 tmp,
             )
         return path.name
+
+    def label_free(self, rows, sample: int, seed: int) -> dict:
+        """Agreement of the chosen head with the others: mean NMI of their clusters over a
+        seeded sample of rows (heads that agree found the same structure)."""
+        from sklearn.metrics import normalized_mutual_info_score
+
+        if self.model.num_heads < 2:
+            return {}
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), min(sample, len(rows)),
+                                                          replace=False))  # fmt: skip
+        heads = every_head_top1(self.model, rows.take(pick))
+        best = int(self.model.best_head)
+        nmi = [normalized_mutual_info_score(heads[best], heads[h])
+               for h in range(len(heads)) if h != best]  # fmt: skip
+        return {"head_agreement": {"value": float(np.mean(nmi)), "heads": len(heads),
+                                   "sample": int(pick.size), "metric": "mean NMI"}}  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -82,3 +83,18 @@ def teacher_probabilities(
         rows = rows.to(model.device)
         logits = model.teacher.module(model.input_norm(rows), heads)[0].float()  # (m, C)
         yield start, F.softmax(logits / model.teacher_temp, dim=-1)
+
+
+@torch.no_grad()
+def every_head_top1(
+    model: SelfDistillationClustering, features: Rows | Tensor, batch_size: int = 65536
+) -> np.ndarray:
+    """(H, N) cluster of each row under every teacher head (for the heads' agreement)."""
+    features = as_rows(features)
+    n = len(features)
+    out = np.empty((model.num_heads, n), dtype=np.int64)
+    for start in range(0, n, batch_size):
+        rows = torch.as_tensor(features.chunk(start, min(start + batch_size, n))).to(model.device)
+        logits = model.teacher.module(model.input_norm(rows))  # (H, m, C)
+        out[:, start : start + rows.shape[0]] = logits.argmax(-1).cpu().numpy()
+    return out
