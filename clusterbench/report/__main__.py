@@ -16,6 +16,7 @@ from pathlib import Path
 
 from clusterbench.report.collect import Sweep, read_sweeps
 from clusterbench.report.figures import counts_by, draw_all
+from clusterbench.report.label_free import selection_figure, selection_table
 from clusterbench.report.tables import Table, build_tables
 
 
@@ -47,6 +48,12 @@ def report(dirs: list[Path], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(sweep)
     drawn, missing = draw_all(sweep.runs, out)
+    selection = selection_table(sweep.runs)
+    if selection is not None:
+        tables.append(selection)
+        figure = selection_figure(sweep.runs, out)
+        if figure is not None:
+            drawn["label-free selection"] = [figure]
     for table in tables:
         _write_table(table, out)
     cells = [c for t in tables for c in t.cells]

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not rows:
         parser.error(f"no readable results.json under {', '.join(map(str, args.dirs))}")
     table = Table(title="mean ± std over seeds (%)")
-    for col in ("dataset", "method", "settings", "seeds", *METRIC_ORDER):
+    for col in ("dataset", "method", "settings", "seeds", *METRIC_ORDER, "seed NMI"):
         table.add_column(col)
     for row in rows:
         seeds = ",".join(map(str, row["seeds"]))
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             scale = 1 if key == "ece" else 100
             spread = "n/a" if v and v["std"] is None else f"{scale * v['std']:.2f}" if v else ""
             cells.append(f"{scale * v['mean']:.2f} ± {spread}" if v else "")
+        cells.append("" if row["seed_nmi"] is None else f"{100 * row['seed_nmi']:.2f}")
         table.add_row(*cells)
     Console(width=200).print(table)
     if args.json:

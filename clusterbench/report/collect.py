@@ -29,7 +29,8 @@ from clusterbench.results import (
 
 # Config keys that say where a run writes or how it reports, not what it computes.
 NOT_EXPERIMENT = ("seed", "paths", "logger", "hydra", "trainer.enable_progress_bar",
-                  "trainer.log_every_n_steps", "method.resume", "paper.row")  # fmt: skip
+                  "trainer.log_every_n_steps", "method.resume", "paper.row",
+                  "label_free.seed")  # fmt: skip
 
 
 def flatten(node, prefix: str = "") -> dict[str, object]:
@@ -113,8 +114,28 @@ def summarize(groups: dict[tuple, list[dict]]) -> list[dict]:
             if values:
                 stats = mean_std(values)
                 row[metric] = {"mean": stats["mean"], "std": stats["std"]}
+        row["seed_nmi"] = seed_stability(results)
         rows.append(row)
     return rows
+
+
+def seed_stability(results: list[dict]) -> float | None:
+    """Mean pairwise NMI between the seeds' train assignments (`assignments/train.parquet`
+    beside each results.json): 1 = every seed found the same clusters. None below two seeds
+    with assignments, or when their row counts differ."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import normalized_mutual_info_score
+
+    clusters = []
+    for result in results:
+        file = Path(result["_file"]).parent / "assignments" / "train.parquet"
+        if file.is_file():
+            clusters.append(pq.read_table(file, columns=["cluster"]).column(0).to_numpy())
+    if len(clusters) < 2 or len({c.size for c in clusters}) > 1:
+        return None
+    pairs = [normalized_mutual_info_score(a, b)
+             for i, a in enumerate(clusters) for b in clusters[i + 1 :]]  # fmt: skip
+    return float(np.mean(pairs))
 
 
 # --- runs of a sweep -------------------------------------------------------------------------
