@@ -19,6 +19,7 @@ COMMANDS = {
     "separability": ("clusterbench.producers.separability.__main__", "class separability"),
     "zeroshot": ("clusterbench.producers.zeroshot.__main__", "CLIP zero-shot classification"),
     "hzr": ("clusterbench.producers.zeroshot.hzr", "hierarchical zero-shot relabelling"),
+    "assign": ("clusterbench.assign", "a fitted run's clusters for the rows of another store"),
     "benchmarks": ("clusterbench.benchmarks.__main__", "build a benchmark view, describe it"),
     "report": ("clusterbench.report.__main__", "a finished sweep -> the paper's tables, figures"),
     "aggregate": ("clusterbench.report.aggregate", "mean ± std over seeds of results.json"),

@@ -22,6 +22,7 @@ LOWER = {
     "methods": {"core", "data", "neighbours", "evaluation"},
     "results": {"core"},
     "run": {"core", "data", "neighbours", "evaluation", "methods", "results"},
+    "assign": {"core", "data", "evaluation", "methods"},
     "report": {"core", "evaluation", "results"},
     "producers": {"core", "data", "benchmarks", "neighbours", "evaluation", "methods", "results"},
     "perf": {"core", "data", "neighbours", "evaluation", "methods", "producers"},
@@ -75,5 +76,5 @@ def test_the_root_reads_as_the_data_path():
     entries = {p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "__pycache__"))}
     assert entries == {
         "__init__.py", "__main__.py", "conf", "core", "data", "benchmarks", "neighbours.py",
-        "methods", "evaluation", "results.py", "run.py", "report", "producers", "perf",
+        "methods", "evaluation", "results.py", "run.py", "assign.py", "report", "producers", "perf",
     }  # fmt: skip

@@ -129,3 +129,44 @@ def test_a_failed_export_leaves_no_parquet(tmp_path, monkeypatch):
         run_on(tmp_path, store, "run", "method=kmeans")
     assert not list((tmp_path / "run").rglob("*.parquet"))
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "method", [["method=kmeans"], ["method=temi", *TINY_RUN, "trainer.max_epochs=2"]],
+    ids=["kmeans", "temi"],
+)  # fmt: skip
+def test_assign_gives_new_rows_the_clusters_the_run_would(tmp_path, method, single_thread):
+    """The val rows, saved as a store of their own and assigned later, get exactly the
+    clusters the run exported for them."""
+    from clusterbench.assign import assign
+    from clusterbench.data.store import FeatureStore as Store
+
+    store = easy_store_at(tmp_path / "store")
+    run_on(tmp_path, store, "run", *method)
+    new = tmp_path / "new"
+    new.mkdir()
+    np.save(new / "train.npy", Store.open(store).val.features)
+    assign(tmp_path / "run", new, None, ["train"])
+    later = pd.read_parquet(tmp_path / "run" / "assigned" / "new" / "assignments" / "train.parquet")
+    own = pd.read_parquet(tmp_path / "run" / "assignments" / "val.parquet")
+    assert later["cluster"].tolist() == own["cluster"].tolist()
+    np.testing.assert_allclose(later["confidence"], own["confidence"], rtol=1e-5)
+
+
+def test_assign_refuses_another_feature_space(tmp_path):
+    from clusterbench.assign import assign
+
+    store = easy_store_at(tmp_path / "store")
+    run_on(tmp_path, store, "run", "method=kmeans")
+    other = tmp_path / "other"
+    other.mkdir()
+    np.save(other / "train.npy", np.ones((10, 32), np.float32))
+    with pytest.raises(ConfigError, match="has 32-dimensional features but the run .* 16"):
+        assign(tmp_path / "run", other, None, ["train"])
+    np.save(other / "train.npy", np.ones((10, 16), np.float32))
+    (other / "meta.json").write_text('{"extractor": "clip_vitg"}')
+    (store / "meta.json").write_text('{"extractor": "dinov2_vitg"}')
+    with pytest.raises(
+        ConfigError, match="extracted with 'clip_vitg' but the run .* 'dinov2_vitg'"
+    ):
+        assign(tmp_path / "run", other, None, ["train"])
