@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clusterbench.data.normalize import l2_normalize_rows
-from clusterbench.data.rows import Rows
+from clusterbench.data.rows import FeatureRows, Rows
 
 
 @dataclass
@@ -197,3 +197,20 @@ def describe_label_free(scores: dict) -> str:
         if value is not None:
             parts.append(f"{label} {value:.3f}")
     return "label-free (train): " + (", ".join(parts) or "none computed")
+
+
+HEAD_SCORES = ("size_balance", "knn_consistency", "silhouette", "generalisation")
+
+
+def partition_scores(x: np.ndarray, top1: np.ndarray, num_clusters: int, table: np.ndarray,
+                     seed: int) -> dict[str, float | None]:  # fmt: skip
+    """The label-free scores of one partition of the sampled rows `x` (S, D), for choosing
+    among several (the heads of one run); `table` (S, k): each row's neighbours in the sample."""
+    rows = FeatureRows(x)
+    sizes = np.bincount(top1, minlength=num_clusters)
+    return {
+        "size_balance": cluster_sizes(sizes)["normalized_entropy"],
+        "knn_consistency": knn_consistency(top1, table)["value"],
+        "silhouette": silhouette(rows, top1, len(rows), seed)["value"],
+        "generalisation": generalisation(rows, top1, num_clusters, len(rows), 5, seed)["value"],
+    }

@@ -24,6 +24,7 @@ from clusterbench.core.atomic import atomic_file
 from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
 from clusterbench.core.progress import RunProgressBar, RunTimeEstimate
 from clusterbench.core.progress import enabled as progress_enabled
+from clusterbench.evaluation.label_free import HEAD_SCORES
 from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
 from clusterbench.methods.self_distillation.pairs import NeighbourPairDataModule
@@ -94,8 +95,15 @@ class SelfDistillationMethod:
         predict_batch_size: int = 65536,
         topk: int = 5,
         checkpoint_every_n_epochs: int = 1,
+        head_selection: str = "loss",
+        head_selection_sample: int = 5000,
         **module_kwargs: Any,
     ) -> None:
+        if head_selection not in ("loss", *HEAD_SCORES):
+            raise ConfigError(
+                f"method.head_selection={head_selection!r}: expected loss or one of {HEAD_SCORES}"
+            )
+        self.head_selection, self.head_selection_sample = head_selection, head_selection_sample
         self.name, self.loss, self.num_clusters = name, loss, num_clusters
         self.knn, self.batch_size, self.resume = int(knn), int(batch_size), resume
         self.drop_last = bool(drop_last)
@@ -289,6 +297,8 @@ class SelfDistillationMethod:
             warmup_epochs=model.resolved_warmup_epochs(),
         )
         self.device = trainer.strategy.root_device
+        if self.head_selection != "loss":
+            self.select_head(view.train, task)
         out = predict(
             model, view.val, batch_size=self.predict_batch_size, device=self.device, topk=self.topk
         )
@@ -342,3 +352,29 @@ class SelfDistillationMethod:
                for h in range(len(heads)) if h != best]  # fmt: skip
         return {"head_agreement": {"value": float(np.mean(nmi)), "heads": len(heads),
                                    "sample": int(pick.size), "metric": "mean NMI"}}  # fmt: skip
+
+    def select_head(self, rows, task: ClusteringTask) -> None:
+        """Choose the predicting head by a label-free score instead of the lowest loss: every
+        head's scores on one seeded sample of train rows, recorded in `method_info`."""
+        from clusterbench.data.rows import FeatureRows
+        from clusterbench.evaluation.label_free import partition_scores, sampled_neighbours
+
+        n = len(rows)
+        pick = np.sort(np.random.default_rng(task.seed).choice(
+            n, min(self.head_selection_sample, n), replace=False))  # fmt: skip
+        x = np.asarray(rows.take(pick), dtype=np.float32)
+        heads = every_head_top1(self.model, x)
+        _, table = sampled_neighbours(FeatureRows(x), 10, len(x), task.seed)
+        scores = [partition_scores(x, h, self.model.num_clusters, table, task.seed) for h in heads]
+        values = [s[self.head_selection] for s in scores]
+        chosen = int(np.nanargmax([-np.inf if v is None else v for v in values]))
+        task.info["head_selection"] = {
+            "by": self.head_selection,
+            "chosen": chosen,
+            "lowest_loss_head": int(self.model.best_head),
+            "sample": int(len(x)),
+            "scores": scores,
+        }
+        self.model.best_head.fill_(chosen)
+        task.info["best_head"] = chosen
+        task.info["best_head_loss"] = float(self.model.last_epoch_head_losses[chosen])

@@ -175,3 +175,26 @@ def test_out_of_memory_names_the_knobs(easy_store, tmp_path, monkeypatch):
     with pytest.raises(ClusterbenchError, match="lower method.batch_size, set method.head_chunk"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_label_free_score_can_choose_the_head(tmp_path, single_thread):
+    """`method.head_selection=generalisation`: every head scored on one sample, the best one
+    predicts, and results.json keeps the scores and the head the loss would have chosen."""
+    import numpy as np
+    from rich.console import Console
+
+    from clusterbench.run import run
+    from tests.helpers.compose import compose_config
+    from tests.helpers.self_distillation import TINY_RUN
+    from tests.helpers.stores import easy_store_at
+
+    store = easy_store_at(tmp_path / "store")
+    cfg = compose_config(tmp_path, [f"paths.root_dir={tmp_path}", "dataset=custom",
+                                    f"dataset.path={store}", "method=temi", *TINY_RUN,
+                                    "method.num_heads=3", "trainer.max_epochs=2",
+                                    "method.head_selection=generalisation"])  # fmt: skip
+    info = run(cfg, tmp_path / "run", Console(file=open("/dev/null", "w")))["method_info"]  # noqa: SIM115
+    chosen = info["head_selection"]
+    values = [s["generalisation"] for s in chosen["scores"]]
+    assert len(values) == 3 and chosen["chosen"] == int(np.argmax(values)) == info["best_head"]
+    assert chosen["by"] == "generalisation" and 0 <= chosen["lowest_loss_head"] < 3
