@@ -170,3 +170,14 @@ def test_assign_refuses_another_feature_space(tmp_path):
         ConfigError, match="extracted with 'clip_vitg' but the run .* 'dinov2_vitg'"
     ):
         assign(tmp_path / "run", other, None, ["train"])
+
+
+def test_separability_needs_labels_and_names_the_file(tmp_path):
+    from tests.helpers.cli import cli
+
+    bare = unlabelled_copy(easy_store_at(tmp_path / "labelled"), tmp_path / "bare")
+    proc = cli("separability", "dataset=custom", f"dataset.path={bare}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        f"error: separability needs labels, but {bare / 'train_labels.npy'} does not exist"
+    )

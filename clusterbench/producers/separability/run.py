@@ -68,6 +68,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     view: BenchmarkView = build(cfg.dataset)
+    view.store.require_labels("separability")  # it measures how separable the classes are
     settings: SeparabilitySettings = build(cfg.separability)
     split = settings.split
     rows = view.train if split == "train" else view.val
