@@ -172,6 +172,7 @@ def test_assign_refuses_another_feature_space(tmp_path):
         assign(tmp_path / "run", other, None, ["train"])
 
 
+@pytest.mark.slow
 def test_separability_needs_labels_and_names_the_file(tmp_path):
     from tests.helpers.cli import cli
 
