@@ -4,7 +4,7 @@ Hierarchical zero-shot label refining writes a new label for every sample; this 
 reads them. Relabel format, a directory:
     train_labels.npy   integer (N_train,): new class of each train row of the base store
     val_labels.npy     integer (N_val,):   the same for the val rows
-    meta.json          optional, free-form provenance
+    meta.json          provenance; `store_fingerprint`: the base store it was made for
 Rows follow the base store's rows. Values are ImageNet-21K class ids in the shipped tree's
 order (timm's imagenet21k_miil_w21_synsets.txt line numbers), not store labels; -1 excludes
 the sample.
@@ -14,10 +14,24 @@ relabelling and drops the rest with their samples (the paper's p-HZR loses 37 cl
 484 train samples that way); kept classes are renumbered in class-id order and S_L is the
 new class's chain within the view. Without `dataset.relabel`, the directory
 `<base store>/relabel/<kind>/` is used; the synthetic store ships one per kind.
+
+A relabelling only means something on the store it was made for: one made for store A and
+applied to a store B of the same shape passes every shape check and scores nonsense (k-means
+ACC 12.5 % instead of 93.2 %). So meta.json's `store_fingerprint` (what `hzr` and the synthetic
+generator write: `FeatureStore.fingerprint` of the base store) must equal the fingerprint of
+the base store it is applied to, else one error line names both. The fingerprint covers file
+names, sizes, modification times and the first and last MiB, so a store copied without its
+modification times needs hzr run again. A directory without a fingerprint (written by hand or
+by a script of one's own) is accepted with one warning per directory and store, per process:
+the format has always allowed it and hand-made relabellings are legitimate, while hzr has
+always recorded the fingerprint, so every directory it wrote is checked (one written before
+the fingerprint recipe last changed no longer matches and needs hzr again).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +44,10 @@ from clusterbench.benchmarks.source import BaseStore, open_base
 from clusterbench.core.errors import BenchmarkFileError, ConfigError
 from clusterbench.data.view import BenchmarkView
 
+log = logging.getLogger(__name__)
+
 KINDS = ("leaf_hzr", "p_hzr")
+_warned: set[tuple[str, str]] = set()  # (directory, store fingerprint) warned about
 
 
 def relabel_dir(src: BaseStore, kind: str, path: str | None) -> Path:
@@ -50,6 +67,40 @@ def relabel_dir(src: BaseStore, kind: str, path: str | None) -> Path:
         "train_labels.npy and val_labels.npy (new ImageNet-21K class id per sample, -1 = "
         f"excluded), or place it at {src.store.path}/relabel/{kind}/"
     )
+
+
+def check_made_for(root: Path, src: BaseStore) -> None:
+    """The relabel directory must have been made for this base store (module docstring)."""
+    file = root / "meta.json"
+    meta: Any = {}
+    if file.is_file():
+        try:
+            meta = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BenchmarkFileError(f"{file} is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise BenchmarkFileError(f"{file}: expected a JSON object, found {type(meta).__name__}")
+    made_for, here = meta.get("store_fingerprint"), src.store.fingerprint
+    if made_for is None:
+        if (str(root), here) not in _warned:
+            _warned.add((str(root), here))
+            log.warning(
+                "relabel directory %s records no store fingerprint, so nothing checks that it "
+                "was made for %s; rerun hzr on this store, or, if it certainly was, add "
+                '"store_fingerprint": "%s" to %s',
+                root,
+                src.store.path,
+                here,
+                file,
+            )
+        return
+    if str(made_for) != here:
+        raise BenchmarkFileError(
+            f"relabel directory {root} was made for the store {meta.get('base_store', '?')} "
+            f"(fingerprint {made_for}), not for {src.store.path} (fingerprint {here}); its "
+            "labels would land on other samples: rerun hzr on this store (a store copied "
+            "without its modification times has a new fingerprint too)"
+        )
 
 
 def load_relabel(root: Path, src: BaseStore, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +140,7 @@ def relabel(
     src = open_base("in21k", name, **base)
     tree = load_tree()
     root = relabel_dir(src, kind, relabel)
+    check_made_for(root, src)  # also when the view is cached: cheap, and the store may differ
 
     def build():
         train, val = load_relabel(root, src, tree.num_classes)

@@ -11,7 +11,8 @@ relabels) must build and run without ImageNet, so this world follows the shipped
   husky): with probability 1 - `keep_prob` its hidden label is a class drawn uniformly below
   the annotated one, and the features follow the hidden label. The hidden label is what an
   ideal p-HZR relabelling recovers; a leaf drawn below it is what leaf HZR recovers. Both are
-  written as relabel files (format: `clusterbench.benchmarks.families.relabel`);
+  written as relabel files (format: `clusterbench.benchmarks.families.relabel`) whose
+  meta.json records the store's fingerprint, as hzr's do, so the benchmarks check them too;
 - per-class "linear-probe accuracies" for the model-based subsets: the Gaussian two-class
   accuracy against the nearest other class mean, plus model-specific noise (format:
   `clusterbench.benchmarks.families.model_based`).
@@ -37,10 +38,11 @@ from scipy.special import ndtr
 from clusterbench.benchmarks.imagenet21k import rules
 from clusterbench.benchmarks.imagenet21k.timm import in1k_wnids, timm_real_labels_path
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
-from clusterbench.core.atomic import write_dir_atomically
+from clusterbench.core.atomic import write_dir_atomically, write_json_atomic
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.fingerprint import digest
 from clusterbench.core.progress import progress
+from clusterbench.data.store import FeatureStore
 from clusterbench.data.store_writer import write_store_files
 
 FORMAT_VERSION = 1
@@ -240,6 +242,23 @@ def _meta(spec: WorldSpec, **extra) -> dict:
     return {**made, "made_by": __name__, "spec": asdict(spec), **extra}
 
 
+def write_relabel_meta(store_dir: Path, base_store: Path) -> None:
+    """meta.json of each shipped relabel directory, with the fingerprint of the store files in
+    `store_dir` (written last: the fingerprint covers them; a rename keeps it) and the path
+    `base_store` the store has (or will have, once renamed into place)."""
+    fingerprint = FeatureStore.open(store_dir, check_finite=False).fingerprint
+    shows = {"p_hzr": "the class each image shows", "leaf_hzr": "a leaf class below it"}
+    for name in RELABELS:
+        meta = {
+            "made_by": __name__,
+            "kind": name,
+            "base_store": str(base_store),
+            "store_fingerprint": fingerprint,
+            "labels": f"ideal: {shows[name]}",
+        }
+        write_json_atomic(store_dir / "relabel" / name / "meta.json", meta)
+
+
 def materialize_in21k(spec: SyntheticIn21kSpec, cache_dir: str | os.PathLike) -> Path:
     """Write the synthetic ImageNet-21K store for `spec` under cache_dir once; return its path."""
     tree = load_tree()
@@ -270,8 +289,17 @@ def materialize_in21k(spec: SyntheticIn21kSpec, cache_dir: str | os.PathLike) ->
             acc = probe_accuracies(means[:c], spec.noise, _rng(spec, 6, m))
             np.save(tmp / "probe_accuracy" / f"{model}.npy", acc)
         write_store_files(tmp, classes=tree.class_wnids, meta=_meta(spec, source="in21k"))
+        write_relabel_meta(tmp, root)
 
-    return write_dir_atomically(root, write)
+    write_dir_atomically(root, write)
+    if not all((root / "relabel" / name / "meta.json").is_file() for name in RELABELS):
+        # A store generated before relabel directories had meta.json; in a read-only cache
+        # they stay without, and the benchmarks warn that they cannot check them.
+        try:
+            write_relabel_meta(root, root)
+        except OSError:
+            pass
+    return root
 
 
 def materialize_in1k(spec: SyntheticIn1kSpec, cache_dir: str | os.PathLike) -> Path:

@@ -4,10 +4,17 @@ Hierarchical zero-shot label refining of a whole ImageNet-21K feature store (sec
 the store's GT classes are refined along the tree by zero-shot (`clusterbench.producers.zeroshot.refine`)
 and the result is written as the relabel directory the `leaf_hzr` / `p_hzr` benchmarks read
 (format: `clusterbench.benchmarks.families.relabel`). Config: conf/hzr.yaml.
+
+Its meta.json records the base store's fingerprint, which the benchmarks check against the
+store they apply it to. hzr only ever replaces a relabel directory it wrote itself for the same
+kind (meta.json `made_by` and `kind`, nothing but its three files), and only with
+hzr.overwrite=true; anything else at hzr.out (the feature store, the synthetic store's ideal
+relabellings, any other directory) is refused in one line, whatever hzr.overwrite says.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +48,8 @@ PAPER = {
     "leaf": {"classes_kept": 8153},
 }
 SUMMARY_FILE = "hzr_summary.json"
+MADE_BY = "clusterbench.producers.zeroshot.hzr"  # meta.json's made_by: what hzr may replace
+RELABEL_FILES = ("train_labels.npy", "val_labels.npy", "meta.json")
 
 
 def relabel_stats(tree: Tree, old: dict, new: dict, steps: dict) -> dict:
@@ -73,14 +82,55 @@ def relabel_stats(tree: Tree, old: dict, new: dict, steps: dict) -> dict:
     return stats
 
 
-def write_relabel_dir(out: Path, labels: dict, meta: dict, overwrite: bool) -> Path:
-    """Write train/val labels and meta.json into `out` at once: a fresh directory renamed into
-    place, so a reader never sees half a relabelling."""
-    if out.exists() and not overwrite:
+def foreign(out: Path, kind: str) -> str:
+    """Why `out` is not a `kind` relabel directory that hzr wrote ("" when it is one, or an
+    empty directory): its meta.json must name hzr and `kind`, and it holds only hzr's files."""
+    if out.is_symlink():
+        return "is a symbolic link"
+    if not out.is_dir():
+        return "is not a directory"
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return ""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except FileNotFoundError:
+        return f"has no meta.json (it holds {', '.join(entries[:4])})"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "has a meta.json hzr did not write"
+    if not isinstance(meta, dict) or meta.get("made_by") != MADE_BY:
+        made_by = meta.get("made_by") if isinstance(meta, dict) else None
+        return f"has a meta.json hzr did not write (made_by={made_by})"
+    if meta.get("kind") != kind:
+        return f"holds a {meta.get('kind')} relabelling, not {kind}"
+    if other := [e for e in entries if e not in RELABEL_FILES]:
+        return f"holds files hzr never writes ({', '.join(other[:4])})"
+    return ""
+
+
+def check_out(out: Path, kind: str, overwrite: bool) -> None:
+    """Refuse an output directory hzr may not replace: anything but a `kind` relabel directory
+    it wrote itself (the feature store, a generated ideal relabelling, any other directory),
+    whatever hzr.overwrite says; its own only with hzr.overwrite=true."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if why := foreign(out, kind):
+        raise ConfigError(
+            f"hzr.out={out} {why}; hzr only ever replaces a {kind} relabel directory it wrote "
+            "itself, whatever hzr.overwrite says: pass hzr.out=DIR for a new directory"
+        )
+    if any(out.iterdir()) and not overwrite:
         raise ConfigError(
             f"relabel directory {out} already exists; pass hzr.overwrite=true to replace it or "
             "hzr.out=DIR to write elsewhere"
         )
+
+
+def write_relabel_dir(out: Path, labels: dict, meta: dict, overwrite: bool) -> Path:
+    """Write train/val labels and meta.json into `out` at once: a fresh directory renamed into
+    place, so a reader never sees half a relabelling. Only an empty directory or one hzr wrote
+    for the same kind is replaced (`check_out`)."""
+    check_out(out, str(meta["kind"]), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -88,7 +138,7 @@ def write_relabel_dir(out: Path, labels: dict, meta: dict, overwrite: bool) -> P
             np.save(tmp / f"{split}_labels.npy", arr.astype(np.int64))
         write_json_atomic(tmp / "meta.json", meta)
         os.chmod(tmp, 0o755)
-        replace_dir(tmp, out, overwrite=True)  # asked above
+        replace_dir(tmp, out, overwrite=True)  # checked above
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -132,13 +182,22 @@ def run_hzr(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
     src = open_base("in21k", str(cfg.dataset.get("name", "in21k")), **base_arguments(cfg.dataset))
     labels = dict(zip(("train", "val"), src.labels, strict=True))
     rows = {s: FeatureRows(src.store.split(s).features) for s in ("train", "val")}
+    kind = KIND_OF_MODE[mode]
+    out = (
+        Path(cfg.hzr.out).expanduser() if cfg.hzr.get("out") else src.store.path / "relabel" / kind
+    )
     zcfg = plain(cfg.zeroshot)
+    if not zcfg.get("text_embeddings"):  # a model without a text tower: say so first
+        from clusterbench.producers.zeroshot.text import check_text_tower
+
+        check_text_tower(plain(cfg.extractor), src.store.meta)
+    check_out(out, kind, bool(cfg.hzr.overwrite))  # before any work; again when writing
     t0 = time.perf_counter()
     emb = class_embeddings(
         zcfg,
         plain(cfg.extractor),
         src.store.meta,
-        tree.num_classes,
+        tree.class_wnids,
         lemma_data=lambda: (rows["train"], labels["train"]),
         cache_dir=cfg.paths.cache_dir,
         device=str(cfg.device),
@@ -162,17 +221,14 @@ def run_hzr(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> d
     n = sum(len(v) for v in labels.values())
     rate = n / max(refine_s, 1e-9)
     stats = relabel_stats(tree, labels, new, steps)
-    kind = KIND_OF_MODE[mode]
-    out = (
-        Path(cfg.hzr.out).expanduser() if cfg.hzr.get("out") else src.store.path / "relabel" / kind
-    )
     meta = {
-        "made_by": "clusterbench.producers.zeroshot.hzr",
+        "made_by": MADE_BY,
         "kind": kind,
         "mode": mode,
         "base_store": str(src.store.path),
+        # What `benchmarks.families.relabel` checks the base store it is applied to against.
         "store_fingerprint": src.store.fingerprint,
-        "class_embeddings": emb.info,
+        "class_embeddings": {**emb.info, "class_ids": emb.class_ids},
         "tie_rule": "children: lowest class id; p-HZR: the current class wins ties",
         "counts": stats,
         "timings": {"text_s": round(text_s, 3), "refine_s": round(refine_s, 3)},

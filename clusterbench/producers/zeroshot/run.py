@@ -65,7 +65,7 @@ def run_zeroshot(cfg: DictConfig, run_dir: Path, console: Console | None = None)
         zcfg,
         plain(cfg.extractor),
         view.store.meta,
-        tree.num_classes,
+        tree.class_wnids,
         lemma_data=lambda: (view.train, ids[view.train_labels]),
         cache_dir=cfg.paths.cache_dir,
         device=str(cfg.device),

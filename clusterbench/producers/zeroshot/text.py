@@ -9,26 +9,30 @@
 - Lemma choice (`zeroshot.lemma`): `majority` (our reading of C.2: per class, zero-shot over
   the class's own lemmas on its train images, the lemma that wins most images embeds the
   class), `mean` (normalised mean of the lemma embeddings) or `first`.
-The lemma embeddings are cached under `<cache_dir>/zeroshot_text/<key>.npy`, keyed by model,
-lemma list and templates; the choice is cheap and redone each time.
+The lemma embeddings are cached under `<cache_dir>/zeroshot_text/<key>.npz`, keyed by model,
+lemma list, class of each lemma and templates; the choice is cheap and redone each time. The
+cache carries its class ids (`wnids`: the class of each row, `lemmas`: its text) and is used
+only when they are the ones asked for, so its rows can never land on other classes.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
+from clusterbench.core.atomic import atomic_file
 from clusterbench.core.device import torch_device
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.fingerprint import digest
 from clusterbench.data.normalize import l2_normalize
 from clusterbench.data.rows import Rows
 from clusterbench.producers.zeroshot.embeddings import ClassEmbeddings, check_rows
+
+log = logging.getLogger(__name__)
 
 LEMMA_CHOICES = ("majority", "mean", "first")
 MODEL_KEYS = ("library", "arch", "pretrained", "weights", "model_kwargs")
@@ -55,8 +59,8 @@ def check_text_tower(extractor: dict, store_meta: dict) -> None:
     made = store_meta if isinstance(store_meta, dict) else {}
     library = extractor.get("library")
     hint = (
-        "; pass zeroshot.text_embeddings=FILE.npy (10450 x D class embeddings in tree order, "
-        "from the text tower of the model that made the features)"
+        "; pass zeroshot.text_embeddings=FILE (10450 x D class embeddings in tree order with "
+        "their class ids, from the text tower of the model that made the features)"
     )
     if library != "open_clip":
         name = extractor.get("name") or "none"
@@ -103,25 +107,56 @@ def encode_lemmas(
 
 
 def lemma_embeddings(
-    extractor: dict, names: Sequence[str], cache_dir: Path, batch: int, device: torch.device
+    extractor: dict,
+    names: Sequence[str],
+    wnids: Sequence[str],
+    cache_dir: Path,
+    batch: int,
+    device: torch.device,
 ) -> tuple[np.ndarray, float, bool]:
-    """Cached `encode_lemmas`: (embeddings, logit scale, whether it came from the cache)."""
+    """Cached `encode_lemmas` of the lemmas `names`, row i a lemma of class `wnids[i]`:
+    (embeddings, logit scale, whether it came from the cache)."""
     key = digest(
         {
             "model": {k: extractor.get(k) for k in MODEL_KEYS},
             "lemmas": list(names),
+            "wnids": list(wnids),
             "templates": [t("{}") for t in templates()],
         },
         16,
     )
-    file = cache_dir / "zeroshot_text" / f"{key}.npy"
-    info = file.with_suffix(".json")
-    if file.is_file() and info.is_file():
-        return np.load(file), float(json.loads(info.read_text())["logit_scale"]), True
+    file = cache_dir / "zeroshot_text" / f"{key}.npz"
+    if file.is_file() and (hit := read_cache(file, names, wnids)) is not None:
+        return hit[0], hit[1], True
     emb, scale = encode_lemmas(extractor, names, batch, device)
-    save_npy_atomic(file, emb.astype(np.float32))
-    write_json_atomic(info, {"logit_scale": scale, "arch": extractor.get("arch"), "n": len(names)})
+    with atomic_file(file) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            vectors=emb.astype(np.float32),
+            wnids=np.array(list(wnids), dtype=str),
+            lemmas=np.array(list(names), dtype=str),
+            logit_scale=np.float64(scale),
+            arch=np.array(str(extractor.get("arch"))),
+        )
     return emb, scale, False
+
+
+def read_cache(
+    file: Path, names: Sequence[str], wnids: Sequence[str]
+) -> tuple[np.ndarray, float] | None:
+    """(embeddings, logit scale) of a cache file whose rows are the lemmas `names` of the
+    classes `wnids`, row for row; None (with the reason logged) for any other file."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            emb, scale = npz["vectors"], float(npz["logit_scale"])
+            same = npz["wnids"].tolist() == list(wnids) and npz["lemmas"].tolist() == list(names)
+    except (KeyError, ValueError, OSError, EOFError) as exc:
+        log.warning("ignoring the text cache %s (%s); embedding the lemmas again", file, exc)
+        return None
+    if not same or emb.shape[0] != len(names):
+        log.warning("ignoring the text cache %s (other classes); embedding them again", file)
+        return None
+    return emb, scale
 
 
 def majority_lemma(
@@ -171,28 +206,35 @@ def text_class_embeddings(
     device: str,
     names: Sequence[str] | None = None,
     needed: np.ndarray | None = None,
+    wnids: Sequence[str] | None = None,
 ) -> ClassEmbeddings:
     """(C, D) class embeddings from the open_clip text tower, one lemma (or the mean) per class.
 
     `needed` limits the text work to those classes (the others get zero rows, and must never
-    be candidates); default: every class of the tree."""
+    be candidates); default: every class of the tree. `names` and `wnids` are the classes'
+    names and ids in tree order (default: the shipped tree's)."""
     check_text_tower(extractor, store_meta)
     choice = str(zeroshot.get("lemma", "majority"))
     if choice not in LEMMA_CHOICES:
         raise ConfigError(f"zeroshot.lemma={choice!r}: expected one of {LEMMA_CHOICES}")
-    if names is None:
+    if names is None or wnids is None:
         from clusterbench.benchmarks.imagenet21k.tree import load_tree
 
-        names = load_tree().class_names
+        tree = load_tree()
+        names = tree.class_names if names is None else names
+        wnids = tree.class_wnids if wnids is None else wnids
+    if len(wnids) != len(names):
+        raise ValueError(f"{len(names)} class names but {len(wnids)} class ids")
     c = len(names)
     classes = np.arange(c) if needed is None else np.unique(np.asarray(needed, dtype=np.int64))
     per_class = [lemmas(names[k]) for k in classes]
     ptr = np.zeros(classes.size + 1, dtype=np.int64)
     np.cumsum([len(v) for v in per_class], out=ptr[1:])
     flat = [lemma for v in per_class for lemma in v]
+    flat_wnids = [wnids[k] for k, v in zip(classes, per_class, strict=True) for _ in v]
     dev = torch_device(device)
     emb, scale, cached = lemma_embeddings(
-        extractor, flat, cache_dir, int(zeroshot.get("text_batch") or 64), dev
+        extractor, flat, flat_wnids, cache_dir, int(zeroshot.get("text_batch") or 64), dev
     )
     if choice == "first":
         chosen = emb[ptr[:-1]]
@@ -226,7 +268,7 @@ def text_class_embeddings(
             )
         },
     }
-    return ClassEmbeddings(vectors, scale, info)
+    return ClassEmbeddings(vectors, scale, info, "built in tree order by the text tower")
 
 
 def _chosen_index(choice: str, ptr: np.ndarray, emb: np.ndarray, chosen: np.ndarray) -> np.ndarray:
