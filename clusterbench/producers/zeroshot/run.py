@@ -59,6 +59,7 @@ def run_zeroshot(cfg: DictConfig, run_dir: Path, console: Console | None = None)
     start = time.perf_counter()
     tree = load_tree()
     view: BenchmarkView = build(cfg.dataset)
+    view.store.require_labels("zeroshot")  # it scores the classes it is told
     ids = view_class_ids(view, tree)
     groups = candidate_groups(tree, ids, mode)  # bad candidates fail before any text work
     emb = class_embeddings(
