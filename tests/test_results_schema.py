@@ -30,7 +30,13 @@ CASES = {
     "probe": (
         "probe",
         "clusterbench.producers.probe.run:run",
-        ["dataset=digits", "probe.epochs=2", "probe.lrs=[0.001,0.01]", "probe.weight_decays=[0.0]"],
+        [
+            "dataset=digits",
+            "probe.epochs=2",
+            "probe.lrs=[0.001,0.01]",
+            "probe.weight_decays=[0.0]",
+            "probe.normalize=none",
+        ],
     ),
     "separability": (
         "separability",

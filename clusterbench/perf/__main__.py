@@ -18,8 +18,10 @@ Two implementations of the same step are compared:
            autograd through `temi_loss` / `scan_loss`, the same AdamW and EMA
 Both start from the same weights and compute the same losses and gradients (tests check it).
 
-Throughput is reported as pairs/s and as a fraction of the fp32 GEMM rate this script measures
-with `torch.mm`: the step's matrix-product FLOPs are counted layer by layer (`step_flops`).
+Throughput is reported as pairs/s and as a fraction of the GEMM rate of the step's own dtype,
+measured by this script with `torch.mm` in the same run: fp32 steps against the fp32 rate, bf16
+(`--bf16`) steps against the bf16 rate (`gemm_dtype` of each row names it). The step's
+matrix-product FLOPs are counted layer by layer (`step_flops`).
 Memory is the peak of a step, measured in a fresh process per configuration (peak RSS on a
 CPU, `torch.cuda.max_memory_allocated` on a GPU), and compared with `memory_model`, an exact
 count of the bytes the fused step holds at its peak.
@@ -58,10 +60,13 @@ from clusterbench.perf.model import (
     step_flops,
 )
 from clusterbench.perf.step import (
+    GEMM_DTYPES,
+    GEMM_LABELS,
     Data,
     gemm_rate,
     lightning_seconds_per_step,
     make_step,
+    step_dtype,
     time_steps,
 )
 
@@ -107,6 +112,8 @@ def run(
         retain_memory = retain_freed_memory()
     flops = step_flops(shape)
     gemm_size = 256 if quick else (2048 if device.type == "cpu" else 8192)
+    dtype = step_dtype(shape)  # the steps' products: their fraction is of this rate
+    dtypes = ["float32"] + ([dtype] if dtype != "float32" else [])
     report: dict = {
         "machine": machine_info(device),
         "shape": asdict(shape),
@@ -116,11 +123,13 @@ def run(
         "retain_freed_memory": bool(retain_memory) and device.type == "cpu",
         "protocol": (
             f"best of {rounds} rounds of {steps} steps after {warmup} warm-up steps; fused and "
-            "loop interleaved round by round, each round after a torch.mm rate measurement"
+            "loop interleaved round by round, each round after torch.mm rate measurements ("
+            + ", ".join(GEMM_LABELS[d] for d in dtypes)
+            + ")"
         ),
         "results": {},
     }
-    gemm_rates: list[float] = []
+    gemm_rates: dict[str, list[float]] = {d: [] for d in dtypes}
     data = Data(shape, device)
     for loss in LOSSES:
         runners = {impl: make_step(impl, shape, loss, device, data) for impl in IMPLEMENTATIONS}
@@ -129,7 +138,8 @@ def run(
                 runner()
         best = {impl: math.inf for impl in IMPLEMENTATIONS}
         for _ in range(rounds):  # interleaved, so a busy moment hits both alike
-            gemm_rates.append(gemm_rate(device, gemm_size))
+            for name in dtypes:
+                gemm_rates[name].append(gemm_rate(device, gemm_size, dtype=GEMM_DTYPES[name]))
             for impl, runner in runners.items():
                 best[impl] = min(best[impl], time_steps(runner, device, steps))
         del runners
@@ -139,13 +149,16 @@ def run(
             for impl in IMPLEMENTATIONS
         }
         report["results"][loss]["fused_speedup"] = best["loop"] / best["fused"]
-    gemm = max(gemm_rates)
-    report["gemm_flops_per_second"] = gemm
+    gemm = {name: max(rates) for name, rates in gemm_rates.items()}
+    report["gemm_flops_per_second"] = gemm["float32"]  # fp32, whatever the steps' dtype
+    report["gemm_flops_per_second_by_dtype"] = gemm
+    report["step_dtype"] = dtype
     for loss in LOSSES:
         for impl in IMPLEMENTATIONS:
             row = report["results"][loss][impl]
             row["flops_per_second"] = flops["total"] / row["seconds_per_step"]
-            row["gemm_fraction"] = row["flops_per_second"] / gemm
+            row["gemm_dtype"] = dtype  # the rate gemm_fraction is of
+            row["gemm_fraction"] = row["flops_per_second"] / gemm[dtype]
             if memory != "off":
                 measure = measure_memory_subprocess if memory == "subprocess" else measure_memory
                 row["memory"] = measure(impl, shape, loss, device)
@@ -177,11 +190,16 @@ def format_report(report: dict) -> str:
         "head_chunk={head_chunk} bf16={bf16}".format(**shape)
         + f"; {report['block_heads']} heads per last-layer block",
         report["protocol"],
-        f"torch.mm fp32 ({report['gemm_size']}^3): "
-        f"{report['gemm_flops_per_second'] / 1e9:.1f} GFLOP/s; "
-        f"matrix-product FLOPs per step: {report['flops_per_step']['total'] / 1e9:.1f} G",
+        f"torch.mm ({report['gemm_size']}^3): "
+        + ", ".join(
+            f"{GEMM_LABELS[name]} {rate / 1e9:.1f} GFLOP/s"
+            for name, rate in report["gemm_flops_per_second_by_dtype"].items()
+        )
+        + f"; matrix-product FLOPs per step: {report['flops_per_step']['total'] / 1e9:.1f} G",
+        f"% mm: a step's GFLOP/s over the torch.mm rate of its own dtype "
+        f"({GEMM_LABELS[report['step_dtype']]}), named after the percentage",
         "",
-        f"{'loss':7} {'impl':5} {'s/step':>7} {'pairs/s':>8} {'GFLOP/s':>8} {'% mm':>6} "
+        f"{'loss':7} {'impl':5} {'s/step':>7} {'pairs/s':>8} {'GFLOP/s':>8} {'% mm':>11} "
         f"{'peak MiB':>9} {'step MiB':>9}",
     ]
     for loss in LOSSES:
@@ -190,7 +208,8 @@ def format_report(report: dict) -> str:
             mem = r.get("memory")
             lines.append(
                 f"{loss:7} {impl:5} {r['seconds_per_step']:7.3f} {r['pairs_per_second']:8.1f} "
-                f"{r['flops_per_second'] / 1e9:8.1f} {100 * r['gemm_fraction']:5.1f}% "
+                f"{r['flops_per_second'] / 1e9:8.1f} "
+                f"{100 * r['gemm_fraction']:5.1f}% {GEMM_LABELS[r['gemm_dtype']]} "
                 + (
                     f"{mem['total'] / 2**20:9.0f} {mem['step'] / 2**20:9.0f}"
                     if mem

@@ -1,5 +1,6 @@
 """The timed training steps: the fused module's own pieces (`FusedStep`), the per-head
-reference loop (`LoopStep`), the GEMM rate they are compared with, and a real Lightning fit."""
+reference loop (`LoopStep`), the GEMM rates they are compared with (fp32, bf16), and a real
+Lightning fit."""
 
 from __future__ import annotations
 
@@ -14,14 +15,39 @@ from clusterbench.methods.self_distillation.module import SelfDistillationCluste
 from clusterbench.methods.self_distillation.reference import PerHeadLoop
 from clusterbench.perf.model import Shape
 
+# The dtypes a step's products run in, by the name the report uses: fp32, or bf16 under
+# autocast (`--bf16`), whose products take bf16 inputs and write bf16 outputs.
+GEMM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+GEMM_LABELS = {"float32": "fp32", "bfloat16": "bf16"}
 
-def gemm_rate(device: torch.device, size: int, repeats: int = 5) -> float:
-    """Best fp32 `torch.mm` rate (FLOP/s) of a size x size x size product."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    out = torch.empty(size, size, device=device)
+
+def step_dtype(shape: Shape) -> str:
+    """The dtype of a step's matrix products: the GEMM rate its fraction is taken against."""
+    return "bfloat16" if shape.bf16 else "float32"
+
+
+def gemm_rate(
+    device: torch.device,
+    size: int,
+    repeats: int = 5,
+    dtype: torch.dtype = torch.float32,
+    max_seconds: float = 0.5,
+) -> float:
+    """Best `torch.mm` rate (FLOP/s) of a size x size x size product in `dtype`.
+
+    Each of the `repeats` timings runs 2e10 FLOP of products, or fewer where that would take
+    over `max_seconds` (judged from a warm product: bf16 emulated on a CPU without a
+    bf16 unit is many times slower than fp32)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
-    reps = max(1, int(2e10 / (2 * size**3)))
+    _sync(device)
+    start = time.perf_counter()
+    torch.mm(a, b, out=out)  # the second product: warm
+    _sync(device)
+    warm = time.perf_counter() - start
+    reps = max(1, min(int(2e10 / (2 * size**3)), int(max_seconds / max(warm, 1e-9))))
     best = math.inf
     for _ in range(repeats):
         _sync(device)

@@ -1,9 +1,10 @@
 """The probe's features on the device: their dtype, and their normalisation in place there
 (chunked, so no float32 copy of the split). `data.rows.to_device` copies them over.
 
-Normalisations (`probe.normalize`): `none` (the raw features), `l2` (unit rows: the cosine
-geometry of k-means and kNN mining here), `standardize` (zero mean, unit variance per dimension,
-statistics from the train split).
+Normalisations (`probe.normalize`): `standardize` (the default: zero mean, unit variance per
+dimension, statistics from the train split; MAE's affine-free BatchNorm before the probe),
+`none` (the raw features: the paper's setting), `l2` (unit rows: the cosine geometry of k-means
+and kNN mining here).
 """
 
 from __future__ import annotations

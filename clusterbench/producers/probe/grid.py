@@ -6,6 +6,14 @@ leaves open follows the authors' linear evaluation code (TEMI-official-BMVC2023,
 linear_evaluation.py): batch size 256, weights ~ N(0, 0.01), bias 0, cosine learning-rate decay
 to 0 without warm-up, and no input normalisation (its `--l2_norm` defaults to False).
 
+One departure by default: `probe.normalize: standardize` (zero mean, unit variance per
+dimension, train statistics), what MAE's linear probing does with a BatchNorm without affine
+parameters before the linear layer (He et al., "Masked Autoencoders Are Scalable Vision
+Learners", CVPR 2022, appendix A.1). With raw features the grid's lr <= 5e-3 and 100 epochs
+underfit any store whose rows have a small norm (L2-normalised CLIP/DINO embeddings: the
+probe then measures the grid, not the features); standardised rows make the number
+independent of the feature scale. `probe.normalize=none` is the paper's / TEMI's setting.
+
 Every probe sees the same batches (one permutation per epoch, drawn from the seed) and starts
 from the same weights, so the grid cells differ only in their hyperparameters, and probe p of
 the stack trains exactly as it would alone (a test checks it). One step: a batched product
@@ -38,6 +46,12 @@ PAPER_WEIGHT_DECAYS = (0.0, 1e-3, 1e-5)
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "32", "bf16")
 EVAL_ELEMENTS = block_elements("probe_scores", accelerator=False)  # same on both
+# P x D x C elements of the stacked weight a run may allocate: 2^30 float32 = 4 GiB, and as
+# much again for its gradient and its momentum. ImageNet-21K (18 x 1536 x 10450) is 2.9e8.
+MAX_WEIGHT_ELEMENTS = 1 << 30
+# "Still falling": the last epoch's mean training loss below the one before by more than this
+# fraction per epoch at the full learning rate (see TrainedGrid.loss_drop).
+FALLING_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,7 @@ class ProbeSettings:
     batch_size: int = 256
     momentum: float = 0.9
     schedule: str = "cosine"
-    normalize: str = "none"
+    normalize: str = "standardize"  # "none": the paper's raw features
     holdout: float = 0.1
     precision: str | int = "auto"  # `precision: 32` is read as an int
     feature_dtype: str = "auto"
@@ -119,6 +133,48 @@ class TrainedGrid:
     diverged: np.ndarray  # (P,) bool: loss or weights not finite
     steps: int
     bf16: bool
+    previous_loss: np.ndarray | None = None  # (P,) mean loss of the epoch before; None: 1 epoch
+    last_lr_factor: float = 1.0  # the lr multiplier where the last epoch starts
+    rows: int = 0  # training rows
+
+    def loss_drop(self) -> np.ndarray | None:
+        """(P,) how fast each probe's loss still fell at the end: the last epoch's mean loss
+        below the previous one's, as a fraction of it, per unit of learning-rate multiplier
+        (divided by `last_lr_factor`). With cosine decay the last of 100 epochs starts at
+        2.5e-4 of the peak lr, so its loss is flat even for a probe far from converged;
+        divided, the number is the drop an epoch at the full lr would give. Drops within the rounding
+        noise of the epoch means (bf16 logits: 2^-8, float32: 2^-20, over sqrt(rows)) are 0.
+        None with a single epoch (nothing to compare)."""
+        if self.previous_loss is None:
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drop = (self.previous_loss - self.train_loss) / np.abs(self.previous_loss)
+        noise = (2.0**-8 if self.bf16 else 2.0**-20) / math.sqrt(max(self.rows, 1))
+        drop = np.where(np.isfinite(drop) & (drop > noise), drop, 0.0)
+        return drop / self.last_lr_factor
+
+
+def check_weight_budget(
+    probes: int, dim: int, num_classes: int, source: str, labels: tuple[np.ndarray, ...] = ()
+) -> None:
+    """Refuse, in one line naming `source` (where the class count comes from, e.g. a store's
+    classes.txt) and how many classes the `labels` use, a grid whose stacked weight
+    P x D x C exceeds MAX_WEIGHT_ELEMENTS, before any feature is read.
+
+    C is the view's class count, not the labels in use: the per-class accuracies, the class
+    names and the tree ids are indexed by it, so a classes.txt listing a million classes that
+    the labels never use is refused rather than silently shrunk."""
+    elements = probes * dim * num_classes
+    if elements <= MAX_WEIGHT_ELEMENTS:
+        return
+    in_use = f" (the labels use {np.unique(np.concatenate(labels)).size:,})" if labels else ""
+    raise ConfigError(
+        f"{source} lists {num_classes:,} classes{in_use}: the probes' stacked weight would be "
+        f"{probes} probes x {dim} dims x {num_classes:,} classes = {elements:.3g} floats "
+        f"({4 * elements / 2**30:,.1f} GiB, 3x that with gradients and momentum), over the "
+        f"probe's budget of {MAX_WEIGHT_ELEMENTS:.3g}; list only the classes in use, or "
+        "probe fewer cells (probe.lrs, probe.weight_decays)"
+    )
 
 
 def train_probes(
@@ -159,9 +215,11 @@ def train_probes(
     total = settings.epochs * per_epoch
     bf16 = probe_uses_bf16(settings.precision, device)
     epoch_loss = torch.zeros(p, dtype=torch.float64, device=device)
+    previous_loss = torch.zeros_like(epoch_loss)
     step = 0
     for _ in progress(range(settings.epochs), f"training {p} {describe} on {n:,} rows"):
         order = rows[torch.randperm(n, generator=generator).to(device)]
+        previous_loss.copy_(epoch_loss)
         epoch_loss.zero_()
         for start in range(0, n, batch):
             index = order[start : start + batch]
@@ -186,7 +244,16 @@ def train_probes(
             f"every probe diverged (loss not finite) on {describe}; lower probe.lrs or set "
             "probe.normalize=l2 or standardize"
         )
-    return TrainedGrid(model, train_loss, diverged, step, bf16)
+    return TrainedGrid(
+        model,
+        train_loss,
+        diverged,
+        step,
+        bf16,
+        previous_loss=(previous_loss / n).cpu().numpy() if settings.epochs > 1 else None,
+        last_lr_factor=lr_factor(settings.schedule, total - per_epoch, total),
+        rows=n,
+    )
 
 
 @torch.no_grad()

@@ -36,9 +36,11 @@ from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import in_label_sets
 from clusterbench.producers.probe.data import Normalizer, feature_dtype
 from clusterbench.producers.probe.grid import (
+    FALLING_TOLERANCE,
     Cell,
     ProbeSettings,
     TrainedGrid,
+    check_weight_budget,
     predict_topk,
     train_probes,
 )
@@ -162,16 +164,31 @@ def grid_table(grid: list[dict], chosen: int, honest: int | None) -> Table:
     return table
 
 
-def edge_note(cell: Cell, settings: ProbeSettings) -> str | None:
-    """A warning when the best cell has the grid's largest learning rate: with few steps (a
-    small view) the probe may be under-trained, and a wider grid would score higher."""
-    if len(settings.lrs) > 1 and cell.lr == max(settings.lrs):
-        return (
-            f"the best cell has the grid's largest lr ({cell.lr:g}): the probes may be "
-            "under-trained; probe.lrs with larger values, more probe.epochs or "
-            "probe.normalize=standardize may score higher (the paper's grid is kept by default)"
-        )
-    return None
+def edge_note(cell: Cell, settings: ProbeSettings, drop: float | None = None) -> str | None:
+    """A warning when the grid, not the features, may set the number: the best cell has the
+    grid's largest lr AND its training loss was still falling at the end (`drop`: the best
+    probe's `TrainedGrid.loss_drop`, above FALLING_TOLERANCE). A best cell at the largest lr
+    whose loss has flattened has converged, and is not flagged. `drop` None (one epoch,
+    nothing to compare): judged on the lr alone."""
+    if len(settings.lrs) < 2 or cell.lr != max(settings.lrs):
+        return None
+    if drop is not None and not drop > FALLING_TOLERANCE:
+        return None
+    remedies = "probe.lrs with larger values or more probe.epochs"
+    if settings.normalize != "standardize":
+        remedies = "probe.lrs with larger values, more probe.epochs or probe.normalize=standardize"
+    return (
+        f"the best cell has the grid's largest lr ({cell.lr:g}): the probes may be under-trained; "
+        f"{remedies} may score higher (the paper's grid is kept by default)"
+    )
+
+
+def class_count_source(view: BenchmarkView) -> str:
+    """Where the view's class count comes from: the store's classes.txt, or the view."""
+    classes = view.store.classes
+    if classes is not None and len(classes) == view.num_classes:
+        return str(view.store.path / "classes.txt")
+    return f"dataset {view.name}"
 
 
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
@@ -197,6 +214,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     for split, labels in (("train", view.train_labels), ("val", view.val_labels)):
         if labels.size and (labels.min() < 0 or labels.max() >= c):
             raise ConfigError(f"dataset {view.name}: {split} labels outside 0..{c - 1}")
+    labels = (view.train_labels, view.val_labels)
+    check_weight_budget(len(settings.cells), view.dim, c, class_count_source(view), labels)
 
     device = torch_device(str(cfg.device))
     t0 = time.perf_counter()
@@ -308,7 +327,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
             "(accuracy_file.write=true writes it, other classes NaN)"
         )
     absent = int(np.isnan(per_class).sum())
-    edge = edge_note(cells[chosen], settings)
+    drop = full.loss_drop()
+    edge = edge_note(cells[chosen], settings, None if drop is None else float(drop[chosen]))
 
     timings["total_s"] = time.perf_counter() - start
     probing = {
@@ -354,7 +374,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
             f"acc (paper, best val over the grid): {100 * metrics['acc']:.2f} %; "
             f"acc_holdout_selected: {100 * metrics['acc_holdout_selected']:.2f} %"
         )
-    if edge:
+    if edge:  # results.json has the note; the console adds the evidence (loss_drop)
+        if drop is not None:
+            edge += f"; its loss still fell {100 * drop[chosen]:.2g} % an epoch (at the full lr)"
         console.print(f"[yellow]{edge}[/]")
     if absent:
         console.print(f"{absent} classes have no val samples: NaN in the per-class accuracies")
