@@ -182,3 +182,13 @@ def test_separability_needs_labels_and_names_the_file(tmp_path):
     assert proc.stderr.startswith(
         f"error: separability needs labels, but {bare / 'train_labels.npy'} does not exist"
     )
+
+
+def test_probe_needs_labels_and_names_the_file(tmp_path):
+    from clusterbench.producers.probe.run import run as probe_run
+
+    bare = unlabelled_copy(easy_store_at(tmp_path / "labelled"), tmp_path / "bare")
+    cfg = compose_config(tmp_path, [f"paths.root_dir={tmp_path}", "dataset=custom",
+                                    f"dataset.path={bare}", "device=cpu"], name="probe")  # fmt: skip
+    with pytest.raises(StoreError, match=r"^probe needs labels, but .*train_labels.npy does not"):
+        probe_run(cfg, tmp_path / "run", QUIET)

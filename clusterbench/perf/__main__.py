@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         from clusterbench.perf.extract import main as extract_main
 
         return extract_main(argv[1:])
+    if argv[:1] == ["assignments"]:
+        from clusterbench.perf.assignments import main as assignments_main
+
+        return assignments_main(argv[1:])
     if argv[:1] == ["scale"]:
         from clusterbench.perf.scale import main as scale_main
 

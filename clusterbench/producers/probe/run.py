@@ -198,6 +198,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     view: BenchmarkView = build(cfg.dataset)
+    view.store.require_labels("probe")  # it learns the classes
     settings: ProbeSettings = build(cfg.probe)
     out_cfg = cfg.accuracy_file
     selection = str(out_cfg.get("selection", "acc"))
