@@ -142,12 +142,13 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_fields(settings: Any, prefix: str) -> None:
     """The same check for a settings dataclass, from its `__post_init__`: Hydra builds it from
-    `<prefix>:` of the config, and `probe.epochs=2.5` must not silently become 2."""
+    `<prefix>:` of the config, and `probe.epochs=2.5` must not silently become 2. An empty
+    `prefix`: the fields are top-level keys (`seed`, not `.seed`)."""
     hints = typing.get_type_hints(type(settings))
     for name in settings.__dataclass_fields__:
         value, annotation = getattr(settings, name), hints.get(name)
         if annotation is not None and _accepts(annotation, value) is False:
+            key = f"{prefix}.{name}" if prefix else name
             raise ConfigError(
-                f"{prefix}.{name}={value!r} ({type(value).__name__}): expected "
-                f"{_type_name(annotation)}"
+                f"{key}={value!r} ({type(value).__name__}): expected {_type_name(annotation)}"
             )

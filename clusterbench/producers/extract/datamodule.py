@@ -1,7 +1,8 @@
 """The data side of an extraction: which rows each rank reads, in which batches (Lightning).
 
-`ShardedImages` is the LightningDataModule: on setup, rank 0 prepares the work directory, and
-every rank takes every world-size-th shard not yet done; its DataLoaders decode with the
+`ShardedImages` is the LightningDataModule: on setup, rank 0 prepares the work directory and
+forgets the finished shards whose images changed since (size or mtime_ns, `WorkDir.drop_stale`),
+and every rank takes every world-size-th shard not yet done; its DataLoaders decode with the
 library's transform, batched by `ShardBatches` so that no batch crosses a shard boundary (every
 run computes a shard's rows in the same batches). Kept apart from `run`, which only wires the
 backbone, this data module, the shard writer and the Trainer together.
@@ -10,6 +11,7 @@ backbone, this data module, the shard writer and the Trainer together.
 from __future__ import annotations
 
 import math
+import sys
 
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
@@ -62,6 +64,13 @@ class ShardedImages(LightningDataModule):
         assert trainer is not None
         if trainer.global_rank == 0:
             self.work.prepare(self.plan)
+            stale = self.work.drop_stale(self.listing)
+            if stale:
+                print(
+                    f"note: redoing {stale} finished shard(s) in {self.work.path}: their "
+                    "images changed on disk since they were read (size or mtime)",
+                    file=sys.stderr,
+                )
         trainer.strategy.barrier("clusterbench-extract-prepared")
         done = self.work.done()
         for split in SPLITS:

@@ -6,7 +6,11 @@ Layouts (`images.layout`), paths relative to `images.root`:
                  paths relative to the root (or absolute), label = class name
 Rows are sorted by path, so the order never depends on the file system. Files whose extension
 is not an image's are ignored; classes with no image are left out (with a warning); val classes
-unknown to train are an error. Decoding turns every mode (grayscale, RGBA, palette, CMYK,
+unknown to train are an error. Directory links inside a class folder are followed, but every
+real directory is listed at most once: a link back to an ancestor (a loop) or a second link to
+a folder already listed is left out with a warning. A class or file name with a line break
+(newline, carriage return, ...) or that is not UTF-8 is refused, naming the path: classes.txt
+and *_files.txt hold one name a line. Decoding turns every mode (grayscale, RGBA, palette, CMYK,
 16-bit) into 8-bit RGB; a file that does not decode is reported, not raised.
 """
 
@@ -108,11 +112,17 @@ def list_images(root: str | os.PathLike, layout: str, train: str, val: str) -> L
     empty: dict[str, list[str]] = {}
     for split, value in (("train", train), ("val", val)):
         if layout == "imagefolder":
-            pairs, skipped, empty[split], loose = _scan_folder(root, str(value), split)
+            pairs, skipped, empty[split], loose, repeated = _scan_folder(root, str(value), split)
             if loose:
                 warnings.append(
                     f"{loose} files directly in {root / str(value)} are not in a class folder; "
                     "ignored"
+                )
+            if repeated:
+                warnings.append(
+                    f"images.{split}: {len(repeated)} directory links lead to a folder already "
+                    f"listed (a loop, or a second link to it) and were not followed again: "
+                    f"{_listing(repeated)}"
                 )
         else:
             pairs, skipped = _read_filelist(root, str(value), split)
@@ -149,8 +159,13 @@ def list_images(root: str | os.PathLike, layout: str, train: str, val: str) -> L
 
 def _scan_folder(
     root: Path, value: str, split: str
-) -> tuple[list[tuple[str, str]], int, list[str], int]:
-    """(path, class) pairs under root/value/<class>/, non-image count, empty classes, loose files."""
+) -> tuple[list[tuple[str, str]], int, list[str], int, list[str]]:
+    """(path, class) pairs under root/value/<class>/, non-image count, empty classes, loose
+    files, and the directory links left out because they lead to a folder already listed.
+
+    Directory links are followed, each real directory at most once: a link back to an
+    ancestor (a loop) or a second way into a folder already listed is not followed again.
+    """
     base = root / value
     if not base.is_dir():
         raise ExtractionError(
@@ -160,23 +175,63 @@ def _scan_folder(
     pairs: list[tuple[str, str]] = []
     ignored = loose = 0
     empty: list[str] = []
+    repeated: list[str] = []
     entries = sorted(os.scandir(base), key=lambda e: e.name)
-    for entry in entries:
-        if not entry.is_dir():
-            loose += 1
-            continue
+    classes = [e for e in entries if e.is_dir()]
+    loose = len(entries) - len(classes)
+    # The root, the split folder and every class folder count as listed from the start, so a
+    # link to any of them is never walked as part of another class.
+    seen = {_dir_key(root), _dir_key(base), *(_dir_key(Path(e.path)) for e in classes)}
+    for entry in classes:
+        check_name(entry.name, f"images.{split}: class folder", base / entry.name)
         before = len(pairs)
         for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
-            dirnames.sort()
+            kept = []
+            for name in sorted(dirnames):
+                key = _dir_key(Path(dirpath) / name)
+                if key in seen:
+                    repeated.append(os.path.relpath(os.path.join(dirpath, name), root))
+                else:
+                    seen.add(key)
+                    kept.append(name)
+            dirnames[:] = kept
             rel = os.path.relpath(dirpath, root)
             for name in filenames:
                 if is_image(name):
-                    pairs.append((f"{rel}/{name}", entry.name))
+                    path = f"{rel}/{name}"
+                    check_name(path, f"images.{split}: image", root / path)
+                    pairs.append((path, entry.name))
                 else:
                     ignored += 1
         if len(pairs) == before:
             empty.append(entry.name)
-    return pairs, ignored, empty, loose
+    return pairs, ignored, empty, loose, repeated
+
+
+def _dir_key(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+# Characters str.splitlines() breaks lines at: classes.txt and *_files.txt hold one name a line.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def check_name(name: str, what: str, path: str | os.PathLike) -> None:
+    """Refuse a class or file name that the one-name-a-line store files cannot hold (a line
+    break inside it), or that is not valid UTF-8; the message names `what` and `path`."""
+    if any(c in name for c in LINE_BREAKS):
+        raise ExtractionError(
+            f"{what} {str(path)!r} has a line break (newline or carriage return) in its name; "
+            "classes.txt and *_files.txt hold one name a line, so it cannot be listed: rename it"
+        )
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise ExtractionError(
+            f"{what} {str(path)!r} has a name that is not valid UTF-8; classes.txt and "
+            "*_files.txt are UTF-8 text: rename it"
+        ) from None
 
 
 def _read_filelist(root: Path, value: str, split: str) -> tuple[list[tuple[str, str]], int]:
@@ -200,6 +255,8 @@ def _read_filelist(root: Path, value: str, split: str) -> tuple[list[tuple[str, 
                     f"{file}:{number}: expected `path,label`, found {','.join(row)!r}"
                 )
             path, label = row[0].strip(), row[1].strip()
+            check_name(path, f"{file}:{number}: path", path)
+            check_name(label, f"{file}:{number}: label", label)
             if not is_image(os.path.basename(path)):
                 ignored += 1
                 continue
@@ -253,12 +310,36 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.root / self.files[index]
+        size, mtime_ns = file_stamp(path)  # before reading: a later change shows on resume
+        item = {"index": index, "size": size, "mtime_ns": mtime_ns}
         try:
             image = load_rgb(path)
         except Exception as exc:  # decoders raise many types (OSError, SyntaxError, ...)
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            return {"image": self.blank(), "index": index, "ok": False, "error": reason}
-        return {"image": self.transform(image), "index": index, "ok": True, "error": ""}
+            return {**item, "image": self.blank(), "ok": False, "error": reason}
+        return {**item, "image": self.transform(image), "ok": True, "error": ""}
+
+
+# ------------------------------------------------------------------------------ image stamps
+def file_stamp(path: str | os.PathLike) -> tuple[int, int]:
+    """What identifies an image's content on resume: (size, mtime_ns); (-1, -1) when missing.
+    Enough to notice a file rewritten, replaced or removed; contents are not hashed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def stamps(root: Path, files: PathTable, start: int, stop: int) -> np.ndarray:
+    """(stop - start, 2) int64: `file_stamp` of rows [start, stop)."""
+    rows = [file_stamp(root / files[i]) for i in range(start, stop)]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def stamp_digest(rows: np.ndarray) -> str:
+    """The fingerprint of a shard's images recorded in its manifest line."""
+    return hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
 def _listing(items: list[str]) -> str:

@@ -30,16 +30,19 @@ from clusterbench.core.versions import library_versions
 from clusterbench.producers.extract.backbones.build import build_backbone
 from clusterbench.producers.extract.datamodule import ShardedImages
 from clusterbench.producers.extract.images import SPLITS, list_images
+from clusterbench.producers.extract.lock import describe
+from clusterbench.producers.extract.settings import ExtractSettings, ImageSettings
 from clusterbench.producers.extract.writer import (
-    DTYPES,
+    MADE_BY,
     ShardWriter,
     WorkDir,
     assemble,
     plan_shards,
     store_is_complete,
+    store_problem,
 )
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: finished shards record their images' (size, mtime_ns)
 
 
 class FeatureModule(LightningModule):
@@ -68,38 +71,65 @@ def extract(
     console: Console | None = None,
     callbacks: list | None = None,
 ) -> dict:
-    """Run the configured extraction; return {"store", "meta", ...} on rank 0, {} elsewhere."""
+    """Run the configured extraction; return {"store", "meta", ...} on rank 0, {} elsewhere.
+
+    Rank 0 holds the work directory's lock from before any check of the store to after its
+    assembly, so two extractions into one store never interleave (`lock`)."""
     console = console or Console()
+    settings = ExtractSettings.from_config(cfg)  # type checks before any work
+    image_settings = ImageSettings.from_config(cfg.images)
     store = Path(_required(cfg, "store", "store=OUT_DIR")).expanduser().resolve()
-    overwrite = bool(cfg.get("overwrite", False))
-    work = WorkDir(Path(cfg.get("work_dir") or store.parent / f"{store.name}.partial"))
-    _check_store(store, overwrite, work)
-    dtype = str(cfg.get("dtype", "float16"))
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype}; expected one of {sorted(DTYPES)}")
-    shard_size = int(cfg.get("shard_size", 4096))
-    if shard_size < 1:
-        raise ConfigError(f"shard_size={shard_size}; expected a positive number of rows")
-    fraction = float(cfg.get("max_skipped_fraction", 0.01))
-    if not 0.0 <= fraction <= 1.0:
-        raise ConfigError(f"max_skipped_fraction={fraction}; expected a value in [0, 1]")
+    work_dir = cfg.get("work_dir")
+    work = WorkDir(
+        Path(str(work_dir)).expanduser().resolve()
+        if work_dir not in (None, "")
+        else store.parent / f"{store.name}.partial"
+    )
+    if work.path == store or store in work.path.parents:
+        raise ConfigError(f"work_dir={work.path} must lie outside store={store}")
+    if rank_zero_only.rank != 0:
+        work.check_owned()
+        _check_store(store, settings.overwrite, work, cleanup=False)
+        return _extract(cfg, settings, image_settings, store, work, run_dir, console, callbacks)
+    lock = work.claim(f"store={store} (work_dir={work.path})")
+    try:
+        if lock.previous:
+            print(
+                f"note: took over the lock {lock.file} of an earlier extraction that ended "
+                f"without releasing it ({describe(lock.previous)}; no longer running)",
+                file=sys.stderr,
+            )
+        _check_store(store, settings.overwrite, work, cleanup=True)
+        return _extract(cfg, settings, image_settings, store, work, run_dir, console, callbacks)
+    finally:
+        lock.release()
+        work.tidy()
+
+
+def _extract(
+    cfg: DictConfig,
+    settings: ExtractSettings,
+    image_settings: ImageSettings,
+    store: Path,
+    work: WorkDir,
+    run_dir: Path | None,
+    console: Console,
+    callbacks: list | None,
+) -> dict:
+    dtype, shard_size, seed = settings.dtype, settings.shard_size, settings.seed
+    fraction = float(settings.max_skipped_fraction)
     images = cfg.images
-    batch_size = int(images.batch_size)
-    if batch_size < 1:
-        raise ConfigError(f"images.batch_size={batch_size}; expected a positive number")
+    batch_size = image_settings.batch_size
     accelerator = lightning_accelerator(str(cfg.get("device", "auto")))
 
     spec = OmegaConf.to_container(cfg.extractor, resolve=True)
     assert isinstance(spec, dict)
-    seed = int(cfg.get("seed", 0))
     seed_everything(seed, verbose=False)  # random-weight models: the same weights on every rank
     weights_dir = cfg.get("weights_dir")
-    backbone = build_backbone(
-        spec, Path(weights_dir) if weights_dir else None, bool(cfg.get("download", False))
-    )
+    backbone = build_backbone(spec, Path(weights_dir) if weights_dir else None, settings.download)
     listing = list_images(
         _required(images, "root", "images.root=DIR"),
-        str(images.layout),
+        str(image_settings.layout),
         _required(images, "train", "images.train=SUBDIR"),
         _required(images, "val", "images.val=SUBDIR"),
     )
@@ -116,14 +146,17 @@ def extract(
             "layout": listing.layout,
             "digest": listing.digest(),
             "counts": {s: len(listing.splits[s]) for s in SPLITS},
+            # What identifies an image's content on resume (`images.file_stamp`): finished
+            # shards whose images' size or mtime_ns changed since are redone.
+            "identity": "size+mtime_ns",
         },
         "dtype": dtype,
         "shard_size": shard_size,
         "seed": seed,
     }
-    work.check(plan, overwrite)
+    work.check(plan, settings.overwrite)
 
-    precision = extraction_precision(str(cfg.get("precision", "auto")), accelerator)
+    precision = extraction_precision(str(settings.precision), accelerator)
     total = sum(len(listing.splits[s]) for s in SPLITS)
     writer = ShardWriter(
         work,
@@ -132,9 +165,9 @@ def extract(
         dtype,
         max_skipped=int(fraction * total),
         files={s: listing.splits[s].files for s in SPLITS},
-        stop_after_shards=cfg.get("stop_after_shards"),
+        stop_after_shards=settings.stop_after_shards,
     )
-    workers = worker_count(images.get("workers", "auto"), accelerator, cfg.get("devices", "auto"))
+    workers = worker_count(image_settings.workers, accelerator, settings.devices)
     datamodule = ShardedImages(
         listing,
         backbone,
@@ -143,15 +176,15 @@ def extract(
         shards,
         batch_size,
         workers,
-        images.get("prefetch_factor") or 2,
+        image_settings.prefetch_factor or 2,
         pin_memory=accelerator == "gpu",
     )
     show = progress.enabled()
     trainer = Trainer(
         accelerator=accelerator,
-        devices=cfg.get("devices", "auto"),
-        num_nodes=int(cfg.get("num_nodes", 1)),
-        strategy=cfg.get("strategy", "auto"),
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        strategy=settings.strategy,
         precision=precision,
         logger=False,
         enable_checkpointing=False,
@@ -177,6 +210,7 @@ def extract(
         return {}
     computed = sum(len(s) for split in SPLITS for s in datamodule.assigned[split])
     meta = {
+        "made_by": MADE_BY,
         **backbone.info,
         "weights_sha256": _sha256(backbone.weights_file),
         "images": {
@@ -192,7 +226,7 @@ def extract(
             ("clusterbench", "torch", "timm", "open_clip_torch", "lightning")
         ),
     }
-    meta = assemble(work, listing, shards, dtype, store, meta, fraction, overwrite)
+    meta = assemble(work, listing, shards, dtype, store, meta, fraction, settings.overwrite)
     rate = computed / seconds if computed and seconds > 0 else None
     console.print(
         f"[bold]{store}[/]: train {meta['counts']['train']:,} x {meta['dim']}, val "
@@ -216,20 +250,25 @@ def _required(node: DictConfig, key: str, example: str):
     return node.get(key)
 
 
-def _check_store(store: Path, overwrite: bool, work: WorkDir) -> None:
-    if store.exists() and not store.is_dir():
-        raise ExtractionError(f"store={store} exists and is not a directory")
+def _check_store(store: Path, overwrite: bool, work: WorkDir, cleanup: bool) -> None:
+    """Refuse a store path extraction may not write: anything but a new or empty directory
+    or a store extraction made (`store_problem`), whatever overwrite says; a complete store
+    without overwrite. `cleanup` (rank 0, holding the lock): remove a work directory a kill
+    left right after the store was installed."""
+    if why := store_problem(store):
+        raise ExtractionError(f"store={store} {why}")
     if overwrite or not store.is_dir():
         return
     if store_is_complete(store):
-        work.remove_if_installed(store)  # a kill between installing the store and cleaning up
+        if cleanup:
+            work.remove_if_installed(store)  # a kill between installing and cleaning up
         raise ExtractionError(
             f"store={store} already holds a complete feature store; pass overwrite=true to "
             "replace it"
         )
     if any(store.iterdir()):
         raise ExtractionError(
-            f"store={store} exists and is not empty; choose a new directory or pass "
+            f"store={store} holds part of a feature store that extraction made; pass "
             "overwrite=true to replace it"
         )
 
@@ -238,7 +277,7 @@ def worker_count(value, accelerator: str, devices) -> int:
     """`images.workers=auto`: the cores of this process's share of the node, less one for the
     main process (at least one, so decoding overlaps the forward)."""
     if str(value) != "auto":
-        workers = int(value)
+        workers = int(value)  # checked by ImageSettings
         if workers < 0:
             raise ConfigError(f"images.workers={workers}; expected >= 0 or auto")
         return workers

@@ -1,14 +1,12 @@
-"""Shards, manifest and assembly: how an extraction survives being killed at any moment.
+"""Shards and assembly: how an extraction survives being killed at any moment.
 
-Work directory (`<store>.partial` unless `work_dir` is set), shared by all ranks:
-    plan.json                  what is being extracted (extractor, image list digest, dtype,
-                               shard size); a rerun with another plan refuses to mix shards
-    shards/<split>-<k>.npy     rows [k*S, (k+1)*S) of a split, written atomically
-    manifest-<rank>.jsonl      one line per finished shard, appended (and fsynced) after the
-                               shard's rename: a shard is done only with both
-Assembly streams the shards of each split into memory-mapped .npy files in a temporary
-directory, writes labels, file lists, classes.txt, skipped.txt and meta.json (last), and
-renames the directory onto the store; then the work directory is removed.
+`ShardWriter` collects predicted batches into shards and records each in the work directory
+(`workdir`: plan, shards, manifests, what of it may be deleted). Assembly streams the shards of
+each split into memory-mapped .npy files in a temporary directory, writes labels, file lists,
+classes.txt, skipped.txt and meta.json (last, with made_by), and renames the directory onto the
+store; then the work directory's own files are removed. An existing directory at the store is
+replaced only when it is empty or a store that extraction made (`store_problem`), and a store
+only with overwrite=true.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import os
 import shutil
 import signal
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,138 +23,54 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from clusterbench.core.atomic import atomic_file, replace_dir, write_json_atomic
 from clusterbench.core.errors import ExtractionError
-from clusterbench.core.fingerprint import digest
 from clusterbench.data.store_writer import write_store_files
-from clusterbench.producers.extract.images import SPLITS, Listing
+from clusterbench.producers.extract.images import SPLITS, Listing, stamp_digest
+from clusterbench.producers.extract.workdir import MADE_BY, Shard, WorkDir, plan_shards
+
+__all__ = ["MADE_BY", "STORE_FILES", "Shard", "ShardWriter", "WorkDir", "assemble", "install"]
+__all__ += ["plan_shards", "store_is_complete", "store_problem"]
 
 STORE_FILES = ("train.npy", "train_labels.npy", "val.npy", "val_labels.npy", "meta.json")
+# Everything assembly writes into a store: all that replacing one may delete.
+STORE_ENTRIES = {*STORE_FILES, "train_files.txt", "val_files.txt", "classes.txt", "skipped.txt"}
 DTYPES = {"float16": np.float16, "float32": np.float32}
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Rows [start, stop) of one split."""
-
-    split: str
-    index: int
-    start: int
-    stop: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}-{self.index:06d}.npy"
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.split, self.index)
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-def plan_shards(split: str, rows: int, shard_size: int) -> list[Shard]:
-    return [
-        Shard(split, k, start, min(start + shard_size, rows))
-        for k, start in enumerate(range(0, rows, shard_size))
-    ]
 
 
 def store_is_complete(store: Path) -> bool:
     return all((store / name).is_file() for name in STORE_FILES)
 
 
-class WorkDir:
-    """The shards and manifests of one extraction (see the module docstring)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.shards = self.path / "shards"
-        self.plan_file = self.path / "plan.json"
-
-    def check(self, plan: dict, overwrite: bool) -> None:
-        """Refuse to resume another extraction's shards (read-only: every rank may call it)."""
-        if overwrite or not self.plan_file.exists():
-            return
-        try:
-            old = json.loads(self.plan_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            return  # a plan cut short: prepare() starts over
-        if old != plan:
-            differs = sorted(k for k in set(old) | set(plan) if old.get(k) != plan.get(k))
-            raise ExtractionError(
-                f"{self.path} holds shards of a different extraction (it differs in "
-                f"{', '.join(differs)}); rerun the command that made them, delete the "
-                "directory, or pass overwrite=true to start over"
+def store_problem(store: Path) -> str:
+    """Why extraction may not replace the directory `store` ("" when it may: it is empty, or
+    a feature store that extraction wrote, recognised by its meta.json's made_by, or by its
+    plan_digest for stores written before made_by was recorded, holding nothing else)."""
+    if store.is_symlink() and not store.exists():
+        return "is a broken symbolic link"
+    if not store.exists():
+        return ""
+    if not store.is_dir():
+        return "exists and is not a directory"
+    entries = sorted(p.name for p in store.iterdir())
+    if not entries:
+        return ""
+    try:
+        meta = json.loads((store / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = None
+    if isinstance(meta, dict) and (meta.get("made_by") == MADE_BY or "plan_digest" in meta):
+        if other := [e for e in entries if e not in STORE_ENTRIES]:
+            return (
+                f"is a store extraction made but also holds files it never writes "
+                f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}): move them out "
+                "first, replacing the store would delete them"
             )
-
-    def prepare(self, plan: dict) -> None:
-        """Rank 0, before any shard is written: keep the shards of the same plan (also with
-        overwrite=true, so a replacing run resumes too), else start afresh."""
-        same = False
-        if self.plan_file.exists():
-            try:
-                same = json.loads(self.plan_file.read_text()) == plan
-            except (OSError, json.JSONDecodeError):
-                same = False
-        if not same and self.path.exists():
-            shutil.rmtree(self.path)
-        self.shards.mkdir(parents=True, exist_ok=True)
-        if not same:
-            write_json_atomic(self.plan_file, plan)
-
-    def remove_if_installed(self, store: Path) -> None:
-        """Remove this directory when `store` is the store it was assembled into (its meta
-        names this plan): only a kill right after the final rename leaves it behind."""
-        try:
-            plan = json.loads(self.plan_file.read_text())
-            meta = json.loads((store / "meta.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return
-        if meta.get("plan_digest") == digest(plan):
-            shutil.rmtree(self.path, ignore_errors=True)
-
-    def done(self) -> dict[tuple[str, int], dict]:
-        """Finished shards: a manifest line whose shard file exists with the recorded size."""
-        entries: dict[tuple[str, int], dict] = {}
-        for manifest in sorted(self.path.glob("manifest-*.jsonl")):
-            for line in manifest.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                    key = (entry["split"], int(entry["shard"]))
-                    file = self.shards / entry["file"]
-                    if file.is_file() and file.stat().st_size == int(entry["bytes"]):
-                        entries[key] = entry
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a kill: that shard is simply redone
-        return entries
-
-    def write_shard(self, rank: int, shard: Shard, features: np.ndarray, skipped: list) -> dict:
-        """Write the shard file atomically, then record it in this rank's manifest."""
-        file = self.shards / shard.name
-        with atomic_file(file) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, features)
-            fh.flush()
-            os.fsync(fh.fileno())
-        entry = {
-            "split": shard.split,
-            "shard": shard.index,
-            "start": shard.start,
-            "stop": shard.stop,
-            "file": shard.name,
-            "bytes": file.stat().st_size,
-            "skipped": skipped,
-        }
-        manifest = self.path / f"manifest-{rank:05d}.jsonl"
-        with open(manifest, "a+b") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() > 0:  # a line cut short by a kill must not swallow this one
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")
-            fh.write((json.dumps(entry) + "\n").encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        return entry
+        return ""
+    return (
+        "exists and is not empty, and is not a feature store that clusterbench extract made "
+        f"(it holds {', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''}; no meta.json "
+        f"with made_by={MADE_BY}); extraction only ever replaces a store it made, whatever "
+        "overwrite says: choose a new or empty directory"
+    )
 
 
 class _Buffer:
@@ -166,6 +79,7 @@ class _Buffer:
     def __init__(self, shard: Shard, dim: int, dtype) -> None:
         self.shard = shard
         self.features = np.zeros((len(shard), dim), dtype=dtype)
+        self.stamps = np.full((len(shard), 2), -1, dtype=np.int64)  # (size, mtime_ns) per row
         self.filled = 0
         self.skipped: list[list] = []
 
@@ -223,6 +137,8 @@ class ShardWriter(BasePredictionWriter):
         local = index - buffer.shard.start
         buffer.features[local] = features.astype(self.dtype)
         buffer.features[local[~ok]] = 0
+        buffer.stamps[local, 0] = batch["size"].cpu().numpy()
+        buffer.stamps[local, 1] = batch["mtime_ns"].cpu().numpy()
         for i in np.flatnonzero(~ok):
             buffer.skipped.append([int(local[i]), str(batch["error"][i])])
         buffer.filled += len(index)
@@ -237,7 +153,8 @@ class ShardWriter(BasePredictionWriter):
         self._pending.append(self._pool.submit(self._write, rank, buffer))
 
     def _write(self, rank: int, buffer: _Buffer) -> None:
-        self.work.write_shard(rank, buffer.shard, buffer.features, buffer.skipped)
+        stamp = stamp_digest(buffer.stamps)
+        self.work.write_shard(rank, buffer.shard, buffer.features, buffer.skipped, stamp)
         self.written += 1
         self.skipped += len(buffer.skipped)
         table = self.files.get(buffer.shard.split)
@@ -355,14 +272,18 @@ def assemble(
     write_json_atomic(tmp / "meta.json", meta)
     _fsync_dir(tmp)
     install(tmp, store, overwrite)
-    shutil.rmtree(work.path, ignore_errors=True)
+    work.clear()
     return meta
 
 
 def install(tmp: Path, store: Path, overwrite: bool) -> None:
-    """Rename the finished directory onto `store`; an old store goes only once replaced."""
+    """Rename the finished directory onto `store`: an empty directory is taken, a store that
+    extraction made is replaced only with overwrite (and goes only once replaced), anything
+    else is refused whatever overwrite says."""
     store.parent.mkdir(parents=True, exist_ok=True)
-    if store.exists() and (store_is_complete(store) or any(store.iterdir())):
+    if why := store_problem(store):
+        raise ExtractionError(f"store={store} {why} (the finished store waits in {tmp})")
+    if store.exists() and any(store.iterdir()):
         if not overwrite:
             raise ExtractionError(f"{store} already exists; pass overwrite=true to replace it")
         replace_dir(tmp, store, overwrite=True)

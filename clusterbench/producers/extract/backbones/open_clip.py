@@ -100,14 +100,20 @@ def open_clip_backbone(spec: dict, arch: str, weights: Path | None, download: bo
         if key in overrides:
             value = overrides[key]
             kwargs[target] = tuple(value) if isinstance(value, list) else value
+    file = Path(pretrained) if pretrained and os.path.isfile(pretrained) else None
+    if file is not None:
+        check_checkpoint(file, arch)
     try:
         model, _, transform = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, **kwargs
         )
-    except RuntimeError as exc:
-        source = f"weights file {weights}" if weights is not None else f"pretrained tag {tag}"
+    except Exception as exc:  # unpickling a bad file raises KeyError, EOFError, ...
+        if file is None and not isinstance(exc, RuntimeError):
+            raise
+        source = f"weights file {file}" if file is not None else f"pretrained tag {tag}"
         raise ExtractionError(
-            f"open_clip {arch} could not load {source}: {first_line(exc, 400)}"
+            f"open_clip {arch} could not load {source} (expected {_EXPECTED}): "
+            f"{type(exc).__name__}: {first_line(exc, 400)}"
         ) from None
     dim = getattr(model.visual, "output_dim", None)
     if dim is None:
@@ -122,8 +128,26 @@ def open_clip_backbone(spec: dict, arch: str, weights: Path | None, download: bo
             "transform": describe(transform),
         },
     }
-    file = Path(pretrained) if pretrained and os.path.isfile(pretrained) else None
     return Backbone(OpenClipFeatures(model), transform, int(dim), info, file)
+
+
+_EXPECTED = "an open_clip checkpoint: a state dict saved by torch.save, or a .safetensors file"
+
+
+def check_checkpoint(file: Path, arch: str) -> None:
+    """Refuse, naming the file, what cannot be a checkpoint by its first bytes (a text file, an
+    image, ...): a torch.save zip archive or pickle, a .safetensors header, or numpy .npy/.npz
+    (open_clip's big_vision weights)."""
+    with open(file, "rb") as fh:
+        head = fh.read(16)
+    if head.startswith((b"PK\x03\x04", b"\x80", b"\x93NUMPY")):
+        return
+    if len(head) > 8 and int.from_bytes(head[:8], "little") > 1 and head[8:9] == b"{":
+        return  # safetensors: an 8-byte header length, then its JSON header
+    raise ExtractionError(
+        f"weights file {file} is not a model checkpoint (it starts with {head[:12]!r}); "
+        f"open_clip {arch} expected {_EXPECTED}"
+    )
 
 
 def _open_clip_image_size(model: nn.Module) -> tuple[int, int]:
