@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from clusterbench.producers.extract.backbones.backbone import Backbone
 from clusterbench.producers.extract.images import SPLITS, ImageDataset, Listing
-from clusterbench.producers.extract.writer import Shard, WorkDir
+from clusterbench.producers.extract.workdir import Shard, WorkDir
 
 
 class ShardBatches(Sampler):

@@ -3,7 +3,10 @@
 Layouts (`images.layout`), paths relative to `images.root`:
     imagefolder  <root>/<train>/<class>/**/<image>, same for <val>; class = folder name (wnid)
     filelist     <root>/<train>.csv with rows `path,label` (header optional), same for val;
-                 paths relative to the root (or absolute), label = class name
+                 paths relative to the root (or absolute), label = class name; rows of
+                 `path` alone (every row of the file) make an unlabelled store
+    flat         <root>/<train>/**/<image>, no classes: an unlabelled store; <root>/<val> is
+                 optional (no val split without it)
 Rows are sorted by path, so the order never depends on the file system. Files whose extension
 is not an image's are ignored; classes with no image are left out (with a warning); val classes
 unknown to train are an error. Directory links inside a class folder are followed, but every
@@ -30,7 +33,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from clusterbench.core.errors import ConfigError, ExtractionError
 
-LAYOUTS = ("imagefolder", "filelist")
+LAYOUTS = ("imagefolder", "filelist", "flat")
+UNLABELLED = ""  # the label of every image of an unlabelled listing
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = tuple(sorted(set(IMG_EXTENSIONS) | {".gif", ".jfif"}))
 _SHOWN = 5
@@ -85,6 +89,12 @@ class Listing:
     ignored: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the images have classes (a flat folder, or a file list of paths alone,
+        has none: the store gets no labels and no classes.txt)."""
+        return bool(self.classes)
+
     def digest(self) -> str:
         """Fingerprint of what would be extracted: paths, labels and classes."""
         h = hashlib.sha1("\n".join(self.classes).encode())
@@ -111,7 +121,18 @@ def list_images(root: str | os.PathLike, layout: str, train: str, val: str) -> L
     raw: dict[str, list[tuple[str, str]]] = {}
     empty: dict[str, list[str]] = {}
     for split, value in (("train", train), ("val", val)):
-        if layout == "imagefolder":
+        if layout == "flat":
+            if split == "val" and not (root / str(value)).is_dir():
+                raw[split], ignored[split], empty[split] = [], 0, []
+                continue
+            pairs, skipped, repeated = _scan_flat(root, str(value), split)
+            empty[split] = []
+            if repeated:
+                warnings.append(
+                    f"images.{split}: {len(repeated)} directory links lead to a folder already "
+                    f"listed and were not followed again: {_listing(repeated)}"
+                )
+        elif layout == "imagefolder":
             pairs, skipped, empty[split], loose, repeated = _scan_folder(root, str(value), split)
             if loose:
                 warnings.append(
@@ -136,9 +157,15 @@ def list_images(root: str | os.PathLike, layout: str, train: str, val: str) -> L
             f"{len(empty['train'])} train class folders hold no image and are left out of "
             f"classes.txt: {_listing(empty['train'])}"
         )
-    classes = sorted({label for _, label in raw["train"]})
+    labels_seen = {label for pairs in raw.values() for _, label in pairs}
+    if UNLABELLED in labels_seen and len(labels_seen) > 1:
+        raise ExtractionError(
+            "some file-list rows have a label and others do not; label every row (`path,label`) "
+            "or none (`path`): a store has labels for every image or for none"
+        )
+    classes = sorted({label for _, label in raw["train"]} - {UNLABELLED})
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({label for _, label in raw["val"]} - set(index))
+    unknown = sorted({label for _, label in raw["val"]} - set(index) - {UNLABELLED})
     if unknown:
         count = sum(1 for _, label in raw["val"] if label not in index)
         raise ExtractionError(
@@ -152,7 +179,9 @@ def list_images(root: str | os.PathLike, layout: str, train: str, val: str) -> L
             raise ExtractionError(
                 f"images.{split} lists {len(duplicates)} files twice: {_listing(duplicates)}"
             )
-        labels = np.fromiter((index[label] for _, label in pairs), dtype=np.int64, count=len(pairs))
+        labels = np.fromiter(
+            (index.get(label, -1) for _, label in pairs), dtype=np.int64, count=len(pairs)
+        )
         splits[split] = SplitListing(split, PathTable([p for p, _ in pairs]), labels)
     return Listing(root, layout, classes, splits, ignored, warnings)
 
@@ -208,6 +237,40 @@ def _scan_folder(
     return pairs, ignored, empty, loose, repeated
 
 
+def _scan_flat(root: Path, value: str, split: str) -> tuple[list[tuple[str, str]], int, list]:
+    """(path, "") pairs of every image under root/value/ (no classes), the non-image count and
+    the directory links not followed again (each real directory is listed once)."""
+    base = root / value
+    if not base.is_dir():
+        raise ExtractionError(
+            f"images.{split}={value}: {base} is not a directory; the flat layout needs "
+            f"<root>/{value}/**/<image>"
+        )
+    pairs: list[tuple[str, str]] = []
+    ignored = 0
+    repeated: list[str] = []
+    seen = {_dir_key(root), _dir_key(base)}
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            key = _dir_key(Path(dirpath) / name)
+            if key in seen:
+                repeated.append(os.path.relpath(os.path.join(dirpath, name), root))
+            else:
+                seen.add(key)
+                kept.append(name)
+        dirnames[:] = kept
+        rel = os.path.relpath(dirpath, root)
+        for name in filenames:
+            if is_image(name):
+                path = f"{rel}/{name}"
+                check_name(path, f"images.{split}: image", root / path)
+                pairs.append((path, UNLABELLED))
+            else:
+                ignored += 1
+    return pairs, ignored, repeated
+
+
 def _dir_key(path: Path) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
@@ -250,13 +313,19 @@ def _read_filelist(root: Path, value: str, split: str) -> tuple[list[tuple[str, 
         for number, row in enumerate(csv.reader(fh), start=1):
             if not row or (number == 1 and [c.strip().lower() for c in row] == ["path", "label"]):
                 continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            if number == 1 and [c.strip().lower() for c in row] == ["path"]:
+                continue
+            if len(row) == 1 and row[0].strip():  # `path` alone: an unlabelled image
+                row = [row[0], UNLABELLED]
+            elif len(row) != 2 or not row[0].strip() or not row[1].strip():
                 raise ExtractionError(
-                    f"{file}:{number}: expected `path,label`, found {','.join(row)!r}"
+                    f"{file}:{number}: expected `path,label` (or `path` alone for an unlabelled "
+                    f"store), found {','.join(row)!r}"
                 )
             path, label = row[0].strip(), row[1].strip()
             check_name(path, f"{file}:{number}: path", path)
-            check_name(label, f"{file}:{number}: label", label)
+            if label:
+                check_name(label, f"{file}:{number}: label", label)
             if not is_image(os.path.basename(path)):
                 ignored += 1
                 continue

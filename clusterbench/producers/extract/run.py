@@ -32,12 +32,10 @@ from clusterbench.producers.extract.datamodule import ShardedImages
 from clusterbench.producers.extract.images import SPLITS, list_images
 from clusterbench.producers.extract.lock import describe
 from clusterbench.producers.extract.settings import ExtractSettings, ImageSettings
+from clusterbench.producers.extract.workdir import MADE_BY, WorkDir, plan_shards
 from clusterbench.producers.extract.writer import (
-    MADE_BY,
     ShardWriter,
-    WorkDir,
     assemble,
-    plan_shards,
     store_is_complete,
     store_problem,
 )
@@ -230,8 +228,9 @@ def _extract(
     rate = computed / seconds if computed and seconds > 0 else None
     console.print(
         f"[bold]{store}[/]: train {meta['counts']['train']:,} x {meta['dim']}, val "
-        f"{meta['counts']['val']:,} x {meta['dim']} ({dtype}), {meta['num_classes']} classes, "
-        f"{meta['skipped']['count']} skipped"
+        f"{meta['counts']['val']:,} x {meta['dim']} ({dtype}), "
+        + (f"{meta['num_classes']} classes, " if meta["num_classes"] else "unlabelled, ")
+        + f"{meta['skipped']['count']} skipped"
         + (f"; {computed:,} images in {seconds:.1f} s ({rate:,.1f} images/s)" if rate else "")
     )
     return {

@@ -25,10 +25,10 @@ from clusterbench.core.atomic import atomic_file, replace_dir, write_json_atomic
 from clusterbench.core.errors import ExtractionError
 from clusterbench.data.store_writer import write_store_files
 from clusterbench.producers.extract.images import SPLITS, Listing, stamp_digest
-from clusterbench.producers.extract.workdir import MADE_BY, Shard, WorkDir, plan_shards
+from clusterbench.producers.extract.workdir import MADE_BY, Shard, WorkDir
 
-__all__ = ["MADE_BY", "STORE_FILES", "Shard", "ShardWriter", "WorkDir", "assemble", "install"]
-__all__ += ["plan_shards", "store_is_complete", "store_problem"]
+__all__ = ["STORE_FILES", "ShardWriter", "assemble", "install", "store_is_complete"]
+__all__ += ["store_problem"]
 
 STORE_FILES = ("train.npy", "train_labels.npy", "val.npy", "val_labels.npy", "meta.json")
 # Everything assembly writes into a store: all that replacing one may delete.
@@ -37,7 +37,9 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
 def store_is_complete(store: Path) -> bool:
-    return all((store / name).is_file() for name in STORE_FILES)
+    """A finished store: train features and meta.json (labels and val exist when the images
+    had them)."""
+    return all((store / name).is_file() for name in ("train.npy", "meta.json"))
 
 
 def store_problem(store: Path) -> str:
@@ -233,6 +235,9 @@ def assemble(
     dim = None
     for split in SPLITS:
         part = listing.splits[split]
+        if len(part) == 0:  # no val images (a flat folder without one): no val split
+            counts[split] = 0
+            continue
         keep = np.ones(len(part), dtype=bool)
         for sh in shards[split]:
             for local, _ in done[sh.key]["skipped"]:
@@ -255,10 +260,11 @@ def assemble(
             row += len(rows)
         out.flush()
         del out
-        np.save(tmp / f"{split}_labels.npy", part.labels[keep])
+        if listing.labelled:
+            np.save(tmp / f"{split}_labels.npy", part.labels[keep])
         write_store_files(tmp, files={split: [part.files[int(i)] for i in np.flatnonzero(keep)]})
         counts[split] = n
-    write_store_files(tmp, classes=listing.classes)
+    write_store_files(tmp, classes=listing.classes if listing.labelled else None)
     (tmp / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
     meta = {
         **meta,
