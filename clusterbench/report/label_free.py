@@ -35,29 +35,35 @@ def score_of(run: Run, path: tuple[str, str]) -> float | None:
 
 
 def selection_table(runs: list[Run]) -> Table | None:
-    """One row per score; None when fewer than MIN_RUNS labelled runs carry scores."""
+    """One row per (benchmark, score), plus every run together; None when fewer than
+    MIN_RUNS labelled runs carry scores. Scores are compared within a benchmark first: a
+    score's scale differs between data sets, and so does the ACC a method can reach."""
     graded = [r for r in runs if r.metrics.get("acc") is not None and r.result.get("label_free")]
     if len(graded) < MIN_RUNS:
         return None
-    header = ["score", "runs", "Spearman ρ (score, ACC)", "picked run", "its ACC",
+    header = ["benchmark", "score", "runs", "Spearman ρ (score, ACC)", "picked run", "its ACC",
               "best ACC", "median ACC"]  # fmt: skip
     table = Table("label_free", "Label-free selection: does the score track ACC?", header,
                   [], [], [])  # fmt: skip
-    for path, label in SCORES:
-        pairs = [(score_of(r, path), r) for r in graded]
-        pairs = [(s, r) for s, r in pairs if s is not None]
-        if len(pairs) < MIN_RUNS:
-            continue
-        scores = np.array([s for s, _ in pairs])
-        acc = np.array([100 * float(r.metrics["acc"]) for _, r in pairs])
-        rho = spearmanr(scores, acc).statistic if np.ptp(scores) > 0 else float("nan")
-        picked = pairs[int(np.argmax(scores))][1]
-        row = [label, str(len(pairs)), "–" if np.isnan(rho) else f"{rho:+.2f}",
-               f"{picked.row} / {picked.method} / seed {picked.seed}",
-               f"{100 * picked.metrics['acc']:.2f}", f"{acc.max():.2f}",
-               f"{np.median(acc):.2f}"]  # fmt: skip
-        table.rows.append(row)
-        table.plain.append(row)
+    groups = {row: [r for r in graded if r.row == row] for row in sorted({r.row for r in graded})}
+    if len(groups) > 1:
+        groups["all benchmarks"] = graded
+    for bench, members in groups.items():
+        for path, label in SCORES:
+            pairs = [(score_of(r, path), r) for r in members]
+            pairs = [(s, r) for s, r in pairs if s is not None]
+            if len(pairs) < MIN_RUNS:
+                continue
+            scores = np.array([s for s, _ in pairs])
+            acc = np.array([100 * float(r.metrics["acc"]) for _, r in pairs])
+            rho = spearmanr(scores, acc).statistic if np.ptp(scores) > 0 else float("nan")
+            picked = pairs[int(np.argmax(scores))][1]
+            row = [bench, label, str(len(pairs)), "–" if np.isnan(rho) else f"{rho:+.2f}",
+                   f"{picked.row} / {picked.method} / seed {picked.seed}",
+                   f"{100 * picked.metrics['acc']:.2f}", f"{acc.max():.2f}",
+                   f"{np.median(acc):.2f}"]  # fmt: skip
+            table.rows.append(row)
+            table.plain.append(row)
     table.notes.append(
         "ρ near +1: ranking runs by the score ranks them by ACC; near 0 or below: the score "
         "does not tell good runs from bad ones on these data."
