@@ -207,7 +207,8 @@ def test_clusterbench_runs_on_the_extracted_store(tmp_path: Path, timm_store: Pa
     assert json.loads((tmp_path / "run" / "results.json").read_text())["seed"] == 0
     assert result["dataset_summary"]["num_train"] == 12
     assert result["dataset_summary"]["num_classes"] == 2
-    assert 0.0 <= result["metrics"]["acc"] <= 1.0
+    # Two clusters matched one-to-one to two classes: at least half the rows are matched.
+    assert 0.5 <= result["metrics"]["acc"] <= 1.0
 
 
 def test_in1k_real_aligns_val_rows_by_file_name(tmp_path: Path, timm_store: Path) -> None:
