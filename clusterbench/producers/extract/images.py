@@ -213,44 +213,22 @@ def _scan_folder(
     seen = {_dir_key(root), _dir_key(base), *(_dir_key(Path(e.path)) for e in classes)}
     for entry in classes:
         check_name(entry.name, f"images.{split}: class folder", base / entry.name)
-        before = len(pairs)
-        for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
-            kept = []
-            for name in sorted(dirnames):
-                key = _dir_key(Path(dirpath) / name)
-                if key in seen:
-                    repeated.append(os.path.relpath(os.path.join(dirpath, name), root))
-                else:
-                    seen.add(key)
-                    kept.append(name)
-            dirnames[:] = kept
-            rel = os.path.relpath(dirpath, root)
-            for name in filenames:
-                if is_image(name):
-                    path = f"{rel}/{name}"
-                    check_name(path, f"images.{split}: image", root / path)
-                    pairs.append((path, entry.name))
-                else:
-                    ignored += 1
-        if len(pairs) == before:
+        found, skipped = _walk_images(root, Path(entry.path), entry.name, seen, repeated, split)
+        pairs += found
+        ignored += skipped
+        if not found:
             empty.append(entry.name)
     return pairs, ignored, empty, loose, repeated
 
 
-def _scan_flat(root: Path, value: str, split: str) -> tuple[list[tuple[str, str]], int, list]:
-    """(path, "") pairs of every image under root/value/ (no classes), the non-image count and
-    the directory links not followed again (each real directory is listed once)."""
-    base = root / value
-    if not base.is_dir():
-        raise ExtractionError(
-            f"images.{split}={value}: {base} is not a directory; the flat layout needs "
-            f"<root>/{value}/**/<image>"
-        )
+def _walk_images(
+    root: Path, top: Path, label: str, seen: set, repeated: list[str], split: str
+) -> tuple[list[tuple[str, str]], int]:
+    """(path, label) of every image below `top` and the non-image count, following directory
+    links to directories not `seen` yet (the others go to `repeated`, relative to root)."""
     pairs: list[tuple[str, str]] = []
     ignored = 0
-    repeated: list[str] = []
-    seen = {_dir_key(root), _dir_key(base)}
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         kept = []
         for name in sorted(dirnames):
             key = _dir_key(Path(dirpath) / name)
@@ -265,9 +243,24 @@ def _scan_flat(root: Path, value: str, split: str) -> tuple[list[tuple[str, str]
             if is_image(name):
                 path = f"{rel}/{name}"
                 check_name(path, f"images.{split}: image", root / path)
-                pairs.append((path, UNLABELLED))
+                pairs.append((path, label))
             else:
                 ignored += 1
+    return pairs, ignored
+
+
+def _scan_flat(root: Path, value: str, split: str) -> tuple[list[tuple[str, str]], int, list]:
+    """(path, "") pairs of every image under root/value/ (no classes), the non-image count and
+    the directory links not followed again (each real directory is listed once)."""
+    base = root / value
+    if not base.is_dir():
+        raise ExtractionError(
+            f"images.{split}={value}: {base} is not a directory; the flat layout needs "
+            f"<root>/{value}/**/<image>"
+        )
+    repeated: list[str] = []
+    seen = {_dir_key(root), _dir_key(base)}
+    pairs, ignored = _walk_images(root, base, UNLABELLED, seen, repeated, split)
     return pairs, ignored, repeated
 
 
