@@ -15,32 +15,7 @@ from clusterbench.benchmarks.imagenet21k.tree import load_tree
 from clusterbench.core.errors import BenchmarkFileError, ConfigError
 from tests.helpers.cli import cli as run_cli
 from tests.helpers.compose import compose_hzr
-from tests.helpers.stores import write_store
-from tests.helpers.synthetic import TINY_IN21K
-
-
-def small_store(root: Path, order_seed: int | None = None) -> tuple[Path, np.ndarray]:
-    """A real-format store over 6 tree classes with children and their children (wnids in
-    classes.txt), 8-dim features around random class embeddings (returned, tree order).
-    `order_seed` shuffles the rows: another store of the same shape and classes."""
-    tree = load_tree()
-    parent = np.asarray(tree.class_parent)
-    parents = np.unique(parent[parent >= 0])
-    with_children = np.setdiff1d(parents, parent[parents])[:6]
-    classes = np.unique(
-        np.concatenate([with_children, np.flatnonzero(np.isin(parent, with_children))])
-    )
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((tree.num_classes, 8)).astype(np.float32)
-    train_labels, val_labels = np.repeat(np.arange(classes.size), 4), np.arange(classes.size)
-    if order_seed is not None:
-        train_labels = np.random.default_rng(order_seed).permutation(train_labels)
-    train = emb[classes[train_labels]] + 0.3 * rng.standard_normal((train_labels.size, 8))
-    val = emb[classes[val_labels]] + 0.3 * rng.standard_normal((val_labels.size, 8))
-    wnids = [tree.wnids[c] for c in classes]
-    write_store(root, train.astype(np.float32), train_labels, val.astype(np.float32),
-                val_labels, wnids)  # fmt: skip
-    return root, emb
+from tests.helpers.synthetic import TINY_IN21K, in21k_like_store
 
 
 def with_class_ids(file: Path, emb: np.ndarray, wnids) -> Path:
@@ -72,7 +47,7 @@ def listing(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_hzr_out_at_the_feature_store_is_refused_even_with_overwrite(tmp_path):
-    store, emb = small_store(tmp_path / "store")
+    store, emb = in21k_like_store(tmp_path / "store")
     wnids = load_tree().class_wnids
     before = listing(store)
     proc = cli(
@@ -93,7 +68,7 @@ def test_hzr_out_at_the_feature_store_is_refused_even_with_overwrite(tmp_path):
 def test_hzr_replaces_its_own_relabel_directory_only(tmp_path, single_thread):
     from clusterbench.producers.zeroshot.hzr import run_hzr
 
-    store, emb = small_store(tmp_path / "store")
+    store, emb = in21k_like_store(tmp_path / "store")
     file = with_class_ids(tmp_path / "emb.npy", emb, load_tree().class_wnids)
     args = [f"dataset.base={store}", f"zeroshot.text_embeddings={file}", "device=cpu"]
 
@@ -132,7 +107,7 @@ def test_hzr_replaces_its_own_relabel_directory_only(tmp_path, single_thread):
 
 @pytest.mark.slow
 def test_embeddings_for_another_class_order_are_refused_by_zeroshot_and_hzr(tmp_path):
-    store, emb = small_store(tmp_path / "store")
+    store, emb = in21k_like_store(tmp_path / "store")
     wnids = load_tree().class_wnids
     # Rows shifted by one: row i holds class i+1, and the sidecar says so.
     shifted = with_class_ids(tmp_path / "shifted.npy", np.roll(emb, -1, 0), np.roll(wnids, -1))
@@ -160,7 +135,7 @@ def test_embeddings_for_another_class_order_are_refused_by_zeroshot_and_hzr(tmp_
 
 @pytest.mark.slow
 def test_a_plain_npy_is_used_with_one_warning_and_a_checked_one_without(tmp_path):
-    store, emb = small_store(tmp_path / "store")
+    store, emb = in21k_like_store(tmp_path / "store")
     np.save(tmp_path / "plain.npy", emb)
     with_class_ids(tmp_path / "right.npy", emb, load_tree().class_wnids)
     for name, warnings in (("plain.npy", 1), ("right.npy", 0)):
@@ -217,7 +192,7 @@ TINY_CLIP = (
 def test_the_text_tower_cache_carries_its_class_ids(tmp_path, single_thread, caplog):
     from clusterbench.producers.zeroshot.hzr import run_hzr
 
-    store, _ = small_store(tmp_path / "store")
+    store, _ = in21k_like_store(tmp_path / "store")
     args = [f"dataset.base={store}", "extractor=open_clip", "extractor.arch=ViT-B-32", TINY_CLIP,
             "zeroshot.lemma=first", f"paths.cache_dir={tmp_path / 'cache'}", "device=cpu"]  # fmt: skip
     first = run_hzr(compose_hzr(tmp_path, args), tmp_path / "run")
@@ -248,8 +223,8 @@ def test_the_text_tower_cache_carries_its_class_ids(tmp_path, single_thread, cap
 def test_a_relabelling_made_for_another_store_is_refused(tmp_path, single_thread):
     from clusterbench.producers.zeroshot.hzr import run_hzr
 
-    store_a, emb = small_store(tmp_path / "a")
-    store_b, _ = small_store(tmp_path / "b", order_seed=1)  # same shape and classes
+    store_a, emb = in21k_like_store(tmp_path / "a")
+    store_b, _ = in21k_like_store(tmp_path / "b", order_seed=1)  # same shape and classes
     file = with_class_ids(tmp_path / "emb.npy", emb, load_tree().class_wnids)
     rel = tmp_path / "rel"
     cfg = compose_hzr(

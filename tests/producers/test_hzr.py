@@ -13,8 +13,7 @@ from clusterbench.data.rows import FeatureRows
 from clusterbench.producers.zeroshot.refine import refine
 from tests.helpers.cli import run_module
 from tests.helpers.compose import compose_hzr
-from tests.helpers.stores import write_store
-from tests.helpers.synthetic import SMALL_IN21K, synthetic_embeddings
+from tests.helpers.synthetic import SMALL_IN21K, in21k_like_store, synthetic_embeddings
 from tests.helpers.tree import ANIMAL, DOG, ORGANISM, PUPPY, SLED_DOG, SUN, TOOL
 
 E = np.eye(7, dtype=np.float32)
@@ -122,30 +121,6 @@ def test_hzr_command_on_the_synthetic_store_then_p_hzr_reads_it(tmp_path, single
     view = relabel("p_hzr", relabel=str(out), **kw)
     assert view.num_classes == meta["counts"]["classes_kept"]
     assert len(view.train_labels) == 10450 - meta["counts"]["train"]["excluded"]
-
-
-def in21k_like_store(root: Path, dim: int = 8) -> tuple[Path, np.ndarray]:
-    """A small real-format store over a few tree classes with children (classes.txt wnids)."""
-    tree = load_tree()
-    parent = np.asarray(tree.class_parent)
-    # Parents of leaves only, so a descent (and the text tower) sees a handful of classes.
-    parents = np.unique(parent[parent >= 0])
-    with_children = np.setdiff1d(parents, parent[parents])[:6]
-    classes = np.unique(
-        np.concatenate([with_children, np.flatnonzero(np.isin(parent, with_children))])
-    )
-    rng = np.random.default_rng(0)
-    emb = rng.standard_normal((tree.num_classes, dim)).astype(np.float32)
-    train_labels = np.repeat(np.arange(classes.size), 4)
-    val_labels = np.arange(classes.size)
-    noise = lambda n: 0.3 * rng.standard_normal((n, dim))  # noqa: E731
-    train = emb[classes[train_labels]] + noise(train_labels.size)
-    val = emb[classes[val_labels]] + noise(val_labels.size)
-    wnids = [tree.wnids[c] for c in classes]
-    write_store(
-        root, train.astype(np.float32), train_labels, val.astype(np.float32), val_labels, wnids
-    )
-    return root, emb
 
 
 def test_hzr_writes_where_the_benchmark_looks_and_never_replaces_silently(tmp_path, single_thread):
