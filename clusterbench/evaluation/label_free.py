@@ -45,6 +45,11 @@ class LabelFreeSettings:
     generalisation_folds: int = 5
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from clusterbench.core.config import check_fields
+
+        check_fields(self, "label_free")  # `label_free.knn=ten` fails here, in one line
+
 
 def cluster_sizes(sizes: np.ndarray) -> dict:
     """Balance of the cluster marginal: 1 = every cluster the same size, 0 = one cluster."""
