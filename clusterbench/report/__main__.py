@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clusterbench.report.collect import Sweep, read_sweeps
 from clusterbench.report.figures import counts_by, draw_all
-from clusterbench.report.label_free import selection_figure, selection_table
+from clusterbench.report.label_free import seed_table, selection_figure, selection_table
 from clusterbench.report.tables import Table, build_tables
 
 
@@ -48,6 +48,9 @@ def report(dirs: list[Path], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(sweep)
     drawn, missing = draw_all(sweep.runs, out)
+    seeds = seed_table(sweep.runs)
+    if seeds is not None:
+        tables.append(seeds)
     selection = selection_table(sweep.runs)
     if selection is not None:
         tables.append(selection)

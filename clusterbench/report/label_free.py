@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from clusterbench.report.collect import Run
+from clusterbench.report.collect import Run, differing, group, seed_stability
 from clusterbench.report.tables import Table
 
 # (results.json path under label_free, label); higher is better for each.
@@ -68,6 +68,28 @@ def selection_table(runs: list[Run]) -> Table | None:
         "ρ near +1: ranking runs by the score ranks them by ACC; near 0 or below: the score "
         "does not tell good runs from bad ones on these data."
     )
+    return table if table.rows else None
+
+
+def seed_table(runs: list[Run]) -> Table | None:
+    """Per experiment with two or more seeds: the mean pairwise NMI of the seeds' train
+    assignments (1: every seed found the same clusters), from `assignments/train.parquet`."""
+    experiments = group([r.result for r in runs])
+    labels = differing(experiments)
+    table = Table("seed_agreement", "Seeds' agreement: mean pairwise NMI of the train assignments",
+                  ["benchmark", "method", "settings", "seeds", "NMI (%)"], [], [], [])  # fmt: skip
+    for key, results in sorted(experiments.items(), key=lambda kv: labels[kv[0]]):
+        value = seed_stability(results)
+        if value is None:
+            continue
+        first = results[0]
+        row = [first["dataset"], first["method"], labels[key] or "–",
+               ",".join(str(r["seed"]) for r in sorted(results, key=lambda r: r["seed"])),
+               f"{100 * value:.2f}"]  # fmt: skip
+        table.rows.append(row)
+        table.plain.append(row)
+    table.rows.sort(key=lambda r: (r[0], r[1]))
+    table.plain.sort(key=lambda r: (r[0], r[1]))
     return table if table.rows else None
 
 

@@ -64,3 +64,6 @@ def test_seed_stability_is_the_mean_pairwise_nmi_of_the_train_assignments(tmp_pa
     assert seed_stability(results) < 0.7 and seed_stability(results[:1]) is None
     rows = aggregate([str(tmp_path)])
     assert rows[0]["seed_nmi"] == seed_stability(results)
+    report([tmp_path], tmp_path / "out")  # the report shows the same number
+    text = (tmp_path / "out" / "seed_agreement.md").read_text()
+    assert f"| d | kmeans | – | 0,1,2 | {100 * seed_stability(results):.2f} |" in text
