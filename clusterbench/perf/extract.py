@@ -137,7 +137,7 @@ def _sync(device) -> None:
 
 def decode_rate(root: Path, files: list[str], transform, limit: int = 64) -> float:
     """Images/s of load_rgb + transform on one core (this process, one image at a time)."""
-    from clusterbench.producers.extract.images import load_rgb
+    from clusterbench.producers.extract.decode import load_rgb
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -162,7 +162,8 @@ def run(
 ) -> dict:
     """All measurements; returns the JSON-ready report."""
     from clusterbench.producers.extract.backbones.build import build_backbone
-    from clusterbench.producers.extract.images import list_images, load_rgb
+    from clusterbench.producers.extract.decode import load_rgb
+    from clusterbench.producers.extract.images import list_images
     from clusterbench.producers.extract.run import extract
 
     os.environ.setdefault("CLUSTERBENCH_PROGRESS", "0")

@@ -28,7 +28,7 @@ from clusterbench.benchmarks.families.real import in1k_real
 from clusterbench.benchmarks.imagenet21k.timm import in1k_wnids
 from clusterbench.core.errors import ConfigError, ExtractionError
 from clusterbench.data.store import FeatureStore
-from clusterbench.producers.extract.images import load_rgb
+from clusterbench.producers.extract.decode import load_rgb
 from clusterbench.producers.extract.run import extract
 from clusterbench.run import run
 from tests.helpers.cli import cli

@@ -22,7 +22,8 @@ from clusterbench.core.errors import BenchmarkFileError, ExtractionError
 from clusterbench.core.fingerprint import digest
 from clusterbench.producers.extract.__main__ import extractor_problem, known_extractors
 from clusterbench.producers.extract.backbones.keymaps import load_into
-from clusterbench.producers.extract.images import list_images, to_rgb
+from clusterbench.producers.extract.decode import to_rgb
+from clusterbench.producers.extract.images import list_images
 from clusterbench.producers.extract.workdir import WorkDir
 from tests.helpers.compose import compose_extract
 

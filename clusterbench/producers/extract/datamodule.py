@@ -17,7 +17,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
 from clusterbench.producers.extract.backbones.backbone import Backbone
-from clusterbench.producers.extract.images import SPLITS, ImageDataset, Listing
+from clusterbench.producers.extract.decode import ImageDataset
+from clusterbench.producers.extract.images import SPLITS, Listing
 from clusterbench.producers.extract.workdir import Shard, WorkDir
 
 

@@ -31,7 +31,8 @@ import numpy as np
 from clusterbench.core.atomic import atomic_file, write_json_atomic
 from clusterbench.core.errors import ExtractionError
 from clusterbench.core.fingerprint import digest
-from clusterbench.producers.extract.images import Listing, stamp_digest, stamps
+from clusterbench.producers.extract.decode import stamp_digest, stamps
+from clusterbench.producers.extract.images import Listing
 from clusterbench.producers.extract.lock import WorkLock
 
 MADE_BY = "clusterbench.producers.extract"  # the marker's and the store meta's made_by

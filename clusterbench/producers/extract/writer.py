@@ -24,7 +24,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from clusterbench.core.atomic import atomic_file, replace_dir, write_json_atomic
 from clusterbench.core.errors import ExtractionError
 from clusterbench.data.store_writer import write_store_files
-from clusterbench.producers.extract.images import SPLITS, Listing, stamp_digest
+from clusterbench.producers.extract.decode import stamp_digest
+from clusterbench.producers.extract.images import SPLITS, Listing
 from clusterbench.producers.extract.workdir import MADE_BY, Shard, WorkDir
 
 __all__ = ["STORE_FILES", "ShardWriter", "assemble", "install", "store_is_complete"]
