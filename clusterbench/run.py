@@ -53,15 +53,19 @@ def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
     return k
 
 
-def export_assignments(
-    method, view: BenchmarkView, cfg: DictConfig, run_dir: Path, num_clusters: int
-) -> tuple[dict, dict[str, Written]]:
-    """`assignments/<split>.parquet` for every split `predict.splits` names (rows, clusters,
-    top-k, confidence, image paths), and the fitted model the `assign` of new rows needs."""
+def predict_splits(cfg: DictConfig) -> list[str]:
+    """`predict.splits`, checked at the head of the run (not after training)."""
     splits = list(cfg.get("predict", {}).get("splits", ["train", "val"]))
-    unknown = [s for s in splits if s not in ("train", "val")]
-    if unknown:
+    if any(s not in ("train", "val") for s in splits):
         raise ConfigError(f"predict.splits={splits}: expected train and/or val")
+    return splits
+
+
+def export_assignments(
+    method, view: BenchmarkView, splits: list[str], run_dir: Path, num_clusters: int
+) -> tuple[dict, dict[str, Written]]:
+    """`assignments/<split>.parquet` for every split in `splits` (rows, clusters, top-k,
+    confidence, image paths), and the fitted model the `assign` of new rows needs."""
     artefacts: dict = {}
     written: dict[str, Written] = {}
     for split in splits:
@@ -90,6 +94,8 @@ def run(
     `callbacks` are extra Lightning callbacks for methods that train (tests, user hooks)."""
     console = console or Console()
     start_run(cfg)  # wrong types fail here, before any data is read
+    splits = predict_splits(cfg)
+    settings = build(cfg.label_free) if cfg.get("label_free") else LabelFreeSettings()
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -141,12 +147,11 @@ def run(
         timings["evaluate_s"] = time.perf_counter() - t0
         metrics = evaluation.get("metrics", {"num_clusters": num_clusters})
         t0 = time.perf_counter()
-        artefacts, written = export_assignments(method, view, cfg, run_dir, num_clusters)
+        artefacts, written = export_assignments(method, view, splits, run_dir, num_clusters)
         timings["assign_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         label_free = {}
         if "train" in written:
-            settings = build(cfg.label_free) if cfg.get("label_free") else LabelFreeSettings()
             label_free = label_free_scores(
                 settings, view.train, written["train"].top1, written["train"].sizes,
                 neighbours=neighbours.table if neighbours.seconds is not None else None,

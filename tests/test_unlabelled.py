@@ -192,3 +192,10 @@ def test_probe_needs_labels_and_names_the_file(tmp_path):
                                     f"dataset.path={bare}", "device=cpu"], name="probe")  # fmt: skip
     with pytest.raises(StoreError, match=r"^probe needs labels, but .*train_labels.npy does not"):
         probe_run(cfg, tmp_path / "run", QUIET)
+
+
+def test_a_bad_predict_split_fails_before_any_work(tmp_path):
+    store = easy_store_at(tmp_path / "store")
+    with pytest.raises(ConfigError, match=r"predict.splits=\['test'\]: expected train and/or val"):
+        run_on(tmp_path, store, "run", "method=kmeans", "predict.splits=[test]")
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".cache").exists()
