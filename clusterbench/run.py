@@ -20,16 +20,31 @@ from clusterbench.evaluation.label_free import (
     describe_label_free,
     label_free_scores,
 )
-from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
+from clusterbench.evaluation.plots import (
+    confidence_histogram,
+    k_estimation_curve,
+    reliability_diagram,
+)
+from clusterbench.methods.k_estimation import AUTO, against_levels, estimate_num_clusters
 from clusterbench.methods.task import ClusteringTask
 from clusterbench.results import RunResult, print_metrics, start_run
+
+
+def wants_estimate(requested: int | str | None) -> bool:
+    """`method.num_clusters=auto`: K is estimated before the method trains."""
+    if isinstance(requested, str) and requested != AUTO:
+        raise ConfigError(
+            f"method.num_clusters={requested!r}: expected a number of clusters, null (the "
+            "dataset's number of classes) or auto (estimated, see k_estimation)"
+        )
+    return requested == AUTO
 
 
 def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
     if requested is None and not view.labelled:
         raise ConfigError(
             f"dataset {view.name} has no labels, so the number of clusters is not known: "
-            "set method.num_clusters=K"
+            "set method.num_clusters=K, or method.num_clusters=auto to estimate it"
         )
     k = view.num_classes if requested is None else int(requested)
     if k < 2:
@@ -53,6 +68,28 @@ def resolve_num_clusters(requested: int | None, view: BenchmarkView) -> int:
     return k
 
 
+def estimate_k(estimator, task: ClusteringTask, cfg: DictConfig, view: BenchmarkView,
+               artefacts: dict, console: Console) -> int:  # fmt: skip
+    """`num_clusters=auto`: the estimate (recorded with its curve and against every level of
+    classes the view knows) becomes the task's number of clusters."""
+    console.print(f"estimating the number of clusters ({estimator.name})")
+    found = estimate_num_clusters(estimator, task, lambda k: build(cfg.method, num_clusters=k))
+    num_clusters = resolve_num_clusters(found.k, view)
+    task.num_clusters = num_clusters
+    levels = view.known_levels()
+    task.run_dir.mkdir(parents=True, exist_ok=True)
+    task.info["k_estimation"] = {**found.describe(), **against_levels(found.k, levels)}
+    artefacts["k_estimation_png"] = k_estimation_curve(
+        task.info["k_estimation"], levels, task.run_dir / "k_estimation.png",
+        f"{estimator.name} on {view.name}",
+    ).name  # fmt: skip
+    console.print(
+        f"estimated K = {num_clusters} ({found.criterion}, {len(found.candidates)} candidates, "
+        f"{found.details['seconds']:.1f} s)"
+    )
+    return num_clusters
+
+
 def predict_splits(cfg: DictConfig) -> list[str]:
     """`predict.splits`, checked at the head of the run (not after training)."""
     splits = list(cfg.get("predict", {}).get("splits", ["train", "val"]))
@@ -72,9 +109,10 @@ def export_assignments(
         rows = view.train if split == "train" else view.val
         if len(rows) == 0 or not hasattr(method, "assign"):
             continue
+        own = split == "train" and hasattr(method, "train_assigned")  # FINCH's own partition
         written[split] = write_assignments(
             run_dir / "assignments" / f"{split}.parquet",
-            method.assign(rows),
+            method.train_assigned() if own else method.assign(rows),
             len(rows),
             num_clusters,
             paths=view.files(split),
@@ -105,7 +143,9 @@ def run(
     timings["load_dataset_s"] = time.perf_counter() - start
     method = build(cfg.method)
     # One door: the method's own setting (its config), resolved against the view.
-    num_clusters = resolve_num_clusters(getattr(method, "num_clusters", None), view)
+    requested = getattr(method, "num_clusters", None)
+    estimator = build(cfg.k_estimation) if wants_estimate(requested) else None
+    num_clusters = 0 if estimator else resolve_num_clusters(requested, view)
 
     neighbours = build(cfg.knn)(
         rows=view.train,
@@ -127,7 +167,10 @@ def run(
         callbacks=list(callbacks or []),
     )
     status = "failed"
+    artefacts: dict = {}
     try:
+        if estimator is not None:
+            num_clusters = estimate_k(estimator, task, cfg, view, artefacts, console)
         console.print(
             f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train):,} train + "
             f"{len(view.val):,} val rows x {view.dim}, {num_clusters} clusters"
@@ -145,9 +188,12 @@ def run(
         t0 = time.perf_counter()
         evaluation = evaluate_view(predictions, view) if view.labelled and len(view.val) else {}
         timings["evaluate_s"] = time.perf_counter() - t0
-        metrics = evaluation.get("metrics", {"num_clusters": num_clusters})
+        metrics = evaluation.get("metrics", {"num_clusters": predictions.num_clusters})
         t0 = time.perf_counter()
-        artefacts, written = export_assignments(method, view, splits, run_dir, num_clusters)
+        exported, written = export_assignments(
+            method, view, splits, run_dir, predictions.num_clusters
+        )
+        artefacts.update(exported)
         timings["assign_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         label_free = {}

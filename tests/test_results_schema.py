@@ -53,13 +53,15 @@ CASES = {
 }
 # Fields the old payloads got wrong, as RunResult writes them now.
 FIXED = {"zeroshot": {("config", "seed"): 0}}
-# Entries features added after the fixtures were written (assignments, label-free scores):
+# Entries features added after the fixtures were written (assignments, label-free scores, the
+# K estimator of method.num_clusters=auto):
 # present in the new file, compared nowhere here (their own tests check them).
 ADDED = {
     "run": [
         ("label_free",),
         ("config", "predict"),
         ("config", "label_free"),
+        ("config", "k_estimation"),
         ("timings", "assign_s"),
         ("timings", "label_free_s"),
         ("artefacts", "assignments"),

@@ -34,6 +34,7 @@ def synthetic(cache_dir: str, name: str = "synthetic", **params) -> BenchmarkVie
     siblings = [np.flatnonzero(superclass_of == s) for s in superclass_of]
     view.val_label_sets = LabelSets.from_class_sets(view.val_labels, siblings)
     view.params["superclasses"] = int(superclass_of.max() + 1)
+    view.coarser_levels = {"superclasses": int(np.unique(superclass_of).size)}
     return view
 
 

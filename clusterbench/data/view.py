@@ -68,6 +68,12 @@ class BenchmarkView:
     val_label_sets: LabelSets | None = None
     params: dict = field(default_factory=dict)
     evaluation: SampledLabels | None = None  # None: score against val_labels
+    # Coarser levels of classes the view knows ({"superclasses": 10}), to compare a K estimate
+    # with; not part of the fingerprint (it describes the labels, not the rows).
+    coarser_levels: dict[str, int] = field(default_factory=dict)
+    # Further representation spaces of the same rows (row-aligned stores, e.g. CLIP and DINOv2
+    # features of the same images), read through the same index arrays as `store`.
+    extra_stores: list[FeatureStore] = field(default_factory=list)
 
     @property
     def train(self) -> FeatureRows:
@@ -76,6 +82,11 @@ class BenchmarkView:
     @property
     def val(self) -> FeatureRows:
         return FeatureRows(self.store.val.features, self.val_index)
+
+    def spaces(self, split: str) -> list[FeatureRows]:
+        """The split's rows in every representation space, `store`'s first."""
+        index = self.train_index if split == "train" else self.val_index
+        return [FeatureRows(getattr(s, split).features, index) for s in [self.store, *self.extra_stores]]
 
     @property
     def dim(self) -> int:
@@ -93,6 +104,13 @@ class BenchmarkView:
         paths = file.read_text(encoding="utf-8").splitlines()
         index = self.train_index if split == "train" else self.val_index
         return paths if index is None else [paths[i] for i in index]
+
+    def known_levels(self) -> dict[str, int]:
+        """Classes present in the train split, then every coarser level the view knows."""
+        if not self.labelled:
+            return {}
+        present = int(np.unique(self.train_labels).size)
+        return {"classes": present, **self.coarser_levels}
 
     @property
     def fingerprint(self) -> str:

@@ -1,4 +1,5 @@
-"""Calibration figures of the paper (Figures 3 and 8): reliability diagram and confidence histogram."""
+"""The run's figures: the calibration plots of the paper (Figures 3 and 8: reliability diagram,
+confidence histogram) and the score curve of a K estimate."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -57,6 +59,28 @@ def confidence_histogram(confidence: np.ndarray, path: Path, title: str) -> Path
     )
     ax.set(xlabel="max softmax probability", ylabel="fraction of samples", title=title)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def k_estimation_curve(estimate: dict, levels: dict[str, int], path: Path, title: str) -> Path:
+    """The criterion against K (log axis), the chosen K, and every level of classes known."""
+    ks = np.asarray(estimate["candidates"], dtype=np.float64)
+    scores = np.asarray([np.nan if s is None else s for s in estimate["scores"]])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(ks, scores, marker="o", markersize=3, label=estimate["criterion"])
+    ax.axvline(estimate["k"], color="tab:red", label=f"estimate K = {estimate['k']}")
+    for (name, k), style in zip(levels.items(), ("--", ":", "-."), strict=False):
+        ax.axvline(k, color="gray", linestyle=style, label=f"{name}: {k}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("number of clusters K")
+    ax.set_ylabel(estimate["criterion"])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

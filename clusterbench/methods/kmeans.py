@@ -27,7 +27,7 @@ class SphericalKMeans:
     def __init__(
         self,
         name: str = "kmeans",
-        num_clusters: int | None = None,
+        num_clusters: int | str | None = None,
         niter: int = 100,
         nredo: int = 1,
         topk: int = 5,

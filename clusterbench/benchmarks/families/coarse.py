@@ -30,4 +30,9 @@ def coarse(depth: int, name: str = "coarse", **base: Any) -> BenchmarkView:
         train, val = src.labels
         return tree_view(tree, train, val, class_map, wnids)
 
-    return cached_view(name, src, "coarse", {"depth": int(depth)}, build)
+    view = cached_view(name, src, "coarse", {"depth": int(depth)}, build)
+    # The shallower depths' class counts: the levels a K estimate is compared with.
+    view.coarser_levels = {
+        f"depth {d}": len(rules.coarse_labels(tree, d)[1]) for d in range(int(depth) - 1, 0, -1)
+    }
+    return view

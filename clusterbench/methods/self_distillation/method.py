@@ -86,7 +86,7 @@ class SelfDistillationMethod:
         self,
         name: str,
         loss: str,
-        num_clusters: int | None = None,
+        num_clusters: int | str | None = None,
         knn: int = 50,
         batch_size: int = 512,
         drop_last: bool = True,
