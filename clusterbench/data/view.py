@@ -86,7 +86,9 @@ class BenchmarkView:
     def spaces(self, split: str) -> list[FeatureRows]:
         """The split's rows in every representation space, `store`'s first."""
         index = self.train_index if split == "train" else self.val_index
-        return [FeatureRows(getattr(s, split).features, index) for s in [self.store, *self.extra_stores]]
+        return [
+            FeatureRows(getattr(s, split).features, index) for s in [self.store, *self.extra_stores]
+        ]
 
     @property
     def dim(self) -> int:
