@@ -169,8 +169,10 @@ def run(
     status = "failed"
     artefacts: dict = {}
     try:
-        if estimator is not None:
+        if estimator is not None:  # its cost beside the fit's (timings.k_estimation_s)
+            t0 = time.perf_counter()
             num_clusters = estimate_k(estimator, task, cfg, view, artefacts, console)
+            timings["k_estimation_s"] = time.perf_counter() - t0
         console.print(
             f"[bold]{method.name}[/] on [bold]{view.name}[/]: {len(view.train):,} train + "
             f"{len(view.val):,} val rows x {view.dim}, {num_clusters} clusters"

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from clusterbench.report.collect import Sweep, read_sweeps
 from clusterbench.report.figures import counts_by, draw_all
+from clusterbench.report.k_estimation import k_figure, k_table
 from clusterbench.report.label_free import seed_table, selection_figure, selection_table
-from clusterbench.report.tables import Table, build_tables
+from clusterbench.report.tables import Index, Table, build_tables
 
 
 def _problems_md(sweep: Sweep) -> str:
@@ -51,6 +52,12 @@ def report(dirs: list[Path], out: Path) -> dict:
     seeds = seed_table(sweep.runs)
     if seeds is not None:
         tables.append(seeds)
+    chosen_k = k_table(sweep.runs, Index(sweep))
+    if chosen_k is not None:
+        tables.append(chosen_k)
+        figure = k_figure(sweep.runs, out)
+        if figure is not None:
+            drawn["K estimation"] = [figure]
     selection = selection_table(sweep.runs)
     if selection is not None:
         tables.append(selection)

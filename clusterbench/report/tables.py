@@ -1,6 +1,9 @@
 """The paper's tables from a sweep's runs: rows = benchmarks, columns = # samples, # classes,
 Probing, k-means, TEMI, SCANv2 (mean ± std over seeds, with the number of seeds), the paper's
-number beside ours and the difference; Table 4 in its multi-label layout."""
+number beside ours and the difference, then the methods beyond the paper that the sweep ran
+(FINCH, TURTLE: marked †, no paper number); Table 4 in its multi-label layout. Runs that
+estimated their number of clusters (`num_clusters=auto`) are not averaged with runs told K:
+they fill the K-estimation table (`report/k_estimation.py`)."""
 
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from clusterbench.report.collect import (
     group,
 )
 from clusterbench.report.paper import paper_tables
-from clusterbench.results import LABELS
+from clusterbench.results import BEYOND_PAPER, LABELS
 
-METHODS = ("kmeans", "temi", "scanv2")
+PAPER_METHODS = ("kmeans", "temi", "scanv2")
+METHODS = PAPER_METHODS + BEYOND_PAPER
 MULTI_LABEL = (("acc", "top1→1"), ("top1_L_acc", "top1→L"), ("top5_acc", "top5→1"),
                ("top5_L_acc", "top5→L"))  # fmt: skip
 NOT_CLUSTERING = (PROBING, SEPARABILITY, ZEROSHOT)
@@ -79,6 +83,19 @@ class Table:
         if self.notes:
             lines += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
+
+
+BEYOND_NOTE = "† beyond the paper: a method the paper did not run, so no paper number."
+
+
+def _label(method: str) -> str:
+    label = LABELS.get(method, method)
+    return f"{label} †" if method in BEYOND_PAPER else label
+
+
+def estimated_k(run: Run) -> bool:
+    """A run that chose its own number of clusters (`method.num_clusters=auto`)."""
+    return bool((run.result.get("method_info") or {}).get("k_estimation"))
 
 
 def _fmt_samples(n: int | None) -> str:
@@ -147,7 +164,7 @@ class Index:
         for run in sweep.runs:
             if run.method == PROBING:
                 self.probes[(run.row, run.extractor)].append(run)
-            elif run.method not in NOT_CLUSTERING:
+            elif run.method not in NOT_CLUSTERING and not estimated_k(run):
                 self.clustering[run.table][run.row][run.method].append(run)
         self.problems: dict[str, list[Problem]] = defaultdict(list)
         for p in sweep.problems:  # probes etc. fill the Probing column of any table
@@ -186,17 +203,19 @@ def accuracy_table(index: Index, name: str) -> Table | None:
     rows = list(paper) + sorted(r for r in runs if r not in paper)
     present = [m for m in METHODS if any(m in runs.get(r, {}) for r in rows)]
     others = sorted({m for r in rows for m in runs.get(r, {}) if m not in METHODS})
-    methods = list(METHODS) if paper else present + others
+    methods = [*PAPER_METHODS, *(m for m in present if m in BEYOND_PAPER)] if paper else present
     methods += [m for m in others if m not in methods]
     probing = bool(paper) or any(index.probe_runs(r, None) for r in rows)
     columns = ([PROBING] if probing else []) + methods
     header = ["benchmark", "# samples", "# classes"]
     for col in columns:
-        label = LABELS.get(col, col)
+        label = _label(col)
         header += [f"*{label}*" if col == PROBING else label]
-        if paper:
+        if paper and col not in BEYOND_PAPER:
             header += [f"{label} (paper)", "Δ"]
     table = Table(name, _title(name), header, [], [], [])
+    if any(c in BEYOND_PAPER for c in columns):
+        table.notes.append(BEYOND_NOTE)
     last_section = None
     for row in rows:
         meta = paper[row].meta if row in paper else {}
@@ -235,7 +254,7 @@ def accuracy_table(index: Index, name: str) -> Table | None:
                 shown = f"**{text}**"
             md.append(shown)
             plain.append(text)
-            if paper:
+            if paper and col not in BEYOND_PAPER:
                 pv = "–" if value is None else f"{value:.2f}"
                 md += [pv, _diff(cell.mean, value)]
                 plain += [pv, _diff(cell.mean, value)]
@@ -261,7 +280,10 @@ def multilabel_table(index: Index, name: str = "table4") -> Table | None:
         methods_here = runs.get(row, {})
         extractor = _row_extractor(methods_here, meta)
         bench = meta.get("label", row)
-        for col in (*METHODS, PROBING):
+        beyond = [m for m in BEYOND_PAPER if m in methods_here]
+        if beyond and BEYOND_NOTE not in table.notes:
+            table.notes.append(BEYOND_NOTE)
+        for col in (*PAPER_METHODS, *beyond, PROBING):
             source = (
                 index.probe_runs(row, extractor) if col == PROBING else methods_here.get(col, [])
             )
@@ -283,7 +305,7 @@ def multilabel_table(index: Index, name: str = "table4") -> Table | None:
                 theirs.append("–" if value is None else f"{value:.1f}{gain}")
                 diffs.append(_diff(cell.mean, value))
                 table.cells.append(_record(name, row, col, metric, cell, value, extractor or ""))
-            method = "Linear probing" if col == PROBING else LABELS[col]
+            method = "Linear probing" if col == PROBING else _label(col)
             table.rows.append([bench, f"*{method}*" if col == PROBING else method,
                                *ours, *theirs, *diffs])  # fmt: skip
             table.plain.append([bench, method, *ours, *theirs, *diffs])
