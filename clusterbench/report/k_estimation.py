@@ -46,6 +46,17 @@ def _metric(runs: list[Run], metric: str) -> Cell:
     return cell
 
 
+def _told(index: Index, table: str, row: str, method: str, extractor: str) -> list[Run]:
+    """The runs of the same benchmark and method told K: from the same table, else from any
+    table of the report with the same extractor (the estimate and the runs it is compared
+    with are often separate sweeps)."""
+    same = index.clustering.get(table, {}).get(row, {}).get(method, [])
+    if same:
+        return same
+    return [r for rows in index.clustering.values() for r in rows.get(row, {}).get(method, [])
+            if r.extractor == extractor]  # fmt: skip
+
+
 def k_table(runs: list[Run], index: Index) -> Table | None:
     """The K-estimation table, or None when no run estimated K."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
@@ -75,7 +86,7 @@ def k_table(runs: list[Run], index: Index) -> Table | None:
             level = f"{best} ({levels.get(best, '?')})" + (
                 f", {count} of {len(found)} seeds" if count < len(found) else ""
             )
-        told = index.clustering.get(name, {}).get(row, {}).get(method, [])
+        told = _told(index, name, row, method, members[0].extractor)
         cells = {
             (metric, where): _metric(members if where == "est" else told, metric)
             for metric in ("acc", "nmi")
