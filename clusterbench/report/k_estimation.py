@@ -83,7 +83,9 @@ def k_table(runs: list[Run], index: Index) -> Table | None:
         level = "–"
         if closest:
             best, count = closest.most_common(1)[0]
-            level = f"{best} ({levels.get(best, '?')})" + (
+            off = [100 * f["relative_error"][best] for f in found
+                   if best in (f.get("relative_error") or {})]  # fmt: skip
+            level = f"{best} ({levels.get(best, '?')}): {np.mean(off):+.1f} %" + (
                 f", {count} of {len(found)} seeds" if count < len(found) else ""
             )
         told = _told(index, name, row, method, members[0].extractor)
@@ -124,7 +126,8 @@ def k_table(runs: list[Run], index: Index) -> Table | None:
     table.notes += [
         "relative error = (estimated K - true K) / true K, against the classes present in the "
         "train split; `closest level`: the level of classes (classes, superclasses, coarser "
-        "depths) whose count the estimate is nearest to in ratio.",
+        "depths) whose count the estimate is nearest to in ratio, and the mean relative "
+        "error against it.",
         "ACC at the estimated K is the Hungarian one-to-one matching of clusters to classes "
         "(with K != C, unmatched rows count as errors); NMI needs no matching.",
     ]

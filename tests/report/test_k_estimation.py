@@ -46,7 +46,7 @@ def test_the_k_table_sets_the_estimate_beside_the_true_k(sweep, tmp_path):
     assert cells[2:4] == ["k-means", "two_level"]
     estimated = float(cells[4].split()[0])
     assert abs(estimated - 8) <= 2 and "(2 seeds)" in cells[4]
-    assert cells[5] == "8" and cells[7].startswith("classes (8)")
+    assert cells[5] == "8" and cells[7].startswith("classes (8): ")
     # ACC / NMI at the estimated K, and at the true K from the other sweep, each over two seeds.
     assert all(cell.endswith("(2)") for cell in cells[8:12]), cells
     assert float(cells[11].split()[0]) > 90  # NMI at the true K on well-separated blobs
