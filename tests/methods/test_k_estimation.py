@@ -16,6 +16,7 @@ from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.methods.k_estimation import against_levels
 from clusterbench.methods.k_estimation.criteria import Groups, calinski_harabasz, silhouette
 from clusterbench.methods.k_estimation.search import Candidates, choose
+from clusterbench.methods.k_estimation.two_level import flops
 from clusterbench.run import run
 from tests.helpers.compose import compose_config
 from tests.helpers.stores import sphere_blobs, write_store
@@ -92,6 +93,15 @@ def test_two_level_finds_the_classes_of_flat_data(tmp_path, flat_store):
     assert found["closest_level"] == "classes"
     assert len(found["candidates"]) == len(found["scores"]) > 5
     assert (tmp_path / "run" / result["artefacts"]["k_estimation_png"]).is_file()
+    # The cost model recorded is the one the docs project with: 1200 rows x 16, 60 groups.
+    expected = flops(1200, 16, 60, found["candidates"])
+    assert (
+        found["flops"] == pytest.approx(expected, rel=1e-3)
+        and result["timings"]["k_estimation_s"] > 0
+    )
+    assert (
+        flops(10**6, 16, 60, [2]) - flops(10**5, 16, 60, [2]) == 0
+    )  # beyond the sample, N is free
 
 
 def test_two_level_on_nested_data_matches_a_level_and_says_which(tmp_path):
