@@ -11,8 +11,11 @@ the means come from one chunked pass over memory-mapped rows, and the upper leve
 neighbours with faiss on the configured device: ImageNet-21K's 11M x 1024 never sits in RAM.
 
 `method=finch` predicts with the level whose number of clusters is closest to
-`num_clusters` (the view's classes, a given K, or the estimate); val rows take the cluster of
-their nearest train row.
+`num_clusters` (the view's classes, a given K, or the estimate). Rows it was not built on (val,
+`clusterbench assign`) take the cluster of their nearest level-0 mean, not of their nearest train
+row: level 0 joins each row with its first neighbour, so its clusters are groups of two to
+three rows, and their means stand in for the rows at a third of the search and of the saved
+model (N / 3 means instead of N rows).
 """
 
 from __future__ import annotations
