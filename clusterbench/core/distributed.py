@@ -23,6 +23,22 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def check_same_on_every_rank(value: int, what: str) -> None:
+    """Raise on every rank when the ranks hold different values of a setting each decided
+    alone (an estimated K): DDP would otherwise fail deep inside its parameter broadcast."""
+    if not is_distributed():
+        return
+    found = [0] * world_size()
+    dist.all_gather_object(found, int(value))
+    if len(set(found)) > 1:
+        from clusterbench.core.errors import ConfigError
+
+        raise ConfigError(
+            f"the processes disagree on {what}: {found} (one per rank); set it explicitly "
+            "so that every rank uses the same value"
+        )
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum `tensor` in place across processes when running distributed; returns it."""
     if is_distributed():

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from clusterbench.core.distributed import distributed_mean
+from clusterbench.core.distributed import check_same_on_every_rank, distributed_mean
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.malloc import retain_freed_memory
 from clusterbench.data.rows import as_rows, chunks
@@ -289,6 +289,11 @@ class SelfDistillationClustering(L.LightningModule):
             return torch.optim.AdamW(groups, lr=lr, fused=True)
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(groups, lr=lr)
+
+    def setup(self, stage: str) -> None:
+        # Under DDP each rank built its heads alone, e.g. at a K it estimated itself; before
+        # DDP broadcasts the parameters, every rank must have the same number of clusters.
+        check_same_on_every_rank(self.num_clusters, "method.num_clusters")
 
     def on_fit_start(self) -> None:
         if self.device.type == "cpu":

@@ -215,3 +215,26 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path):
 def test_distributed_mean_without_process_group_is_plain_mean():
     total = torch.tensor([2.0, 4.0])
     torch.testing.assert_close(distributed_mean(total, 4), torch.tensor([0.5, 1.0]))
+
+
+def _agreement_worker(rank: int, world: int, init_file: str, values: list[int]) -> None:
+    from clusterbench.core.distributed import check_same_on_every_rank
+    from clusterbench.core.errors import ConfigError
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    check_same_on_every_rank(10, "method.num_clusters")  # the same K on both: passes
+    try:
+        check_same_on_every_rank(values[rank], "method.num_clusters")
+    except ConfigError as exc:
+        assert "disagree on method.num_clusters: [10, 12]" in str(exc)
+    else:
+        raise AssertionError("ranks with different K were not stopped")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ranks_that_estimated_different_k_stop_with_one_line(tmp_path):
+    """Every rank estimates K alone; different estimates fail before DDP's broadcast."""
+    mp.spawn(_agreement_worker, args=(2, str(tmp_path / "init"), [10, 12]), nprocs=2, join=True)
