@@ -26,16 +26,16 @@ from clusterbench.evaluation.plots import (
     reliability_diagram,
 )
 from clusterbench.methods.k_estimation import AUTO, against_levels, estimate_num_clusters
-from clusterbench.methods.task import ClusteringTask
+from clusterbench.methods.task import ClusteringTask, RequestedK
 from clusterbench.results import RunResult, print_metrics, start_run
 
 
-def wants_estimate(requested: int | str | None) -> bool:
-    """`method.num_clusters=auto`: K is estimated before the method trains."""
+def wants_estimate(requested: RequestedK | str) -> bool:
+    """`method.num_clusters=auto`: K is estimated before the method trains. (check_config
+    catches other strings first where the method annotates `num_clusters: RequestedK`.)"""
     if isinstance(requested, str) and requested != AUTO:
         raise ConfigError(
-            f"method.num_clusters={requested!r}: expected a number of clusters, null (the "
-            "dataset's number of classes) or auto (estimated, see k_estimation)"
+            f"method.num_clusters={requested!r} (str): expected int or 'auto' or null"
         )
     return requested == AUTO
 

@@ -79,6 +79,8 @@ def _accepts(annotation: Any, value: Any) -> bool | None:
         return None if None in verdicts and not any(verdicts) else any(v for v in verdicts if v)
     if annotation is type(None):
         return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
@@ -100,6 +102,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     if typing.get_origin(annotation) in (list, tuple):
         return str(annotation).replace("typing.", "")
+    if typing.get_origin(annotation) is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 

@@ -36,7 +36,7 @@ from clusterbench.core.progress import progress
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.rows import Rows, chunks
 from clusterbench.evaluation.predictions import Assigned, Predictions
-from clusterbench.methods.task import ClusteringTask
+from clusterbench.methods.task import ClusteringTask, RequestedK
 
 MIN_ROWS = 3  # a first-neighbour graph on fewer rows has nothing to merge
 
@@ -115,7 +115,7 @@ def hierarchy(rows: Rows, first_neighbour: np.ndarray, gpu: bool = False) -> Hie
 class FINCH:
     """`method=finch`: FINCH's hierarchy as a clustering method (no training, no K to fit)."""
 
-    def __init__(self, name: str = "finch", num_clusters: int | str | None = None,
+    def __init__(self, name: str = "finch", num_clusters: RequestedK = None,
                  topk: int = 5, chunk_size: int = 65536) -> None:  # fmt: skip
         self.name, self.num_clusters, self.topk, self.chunk_size = (
             name,

@@ -20,14 +20,14 @@ from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress, status
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.evaluation.predictions import Assigned, Predictions
-from clusterbench.methods.task import ClusteringTask
+from clusterbench.methods.task import ClusteringTask, RequestedK
 
 
 class SphericalKMeans:
     def __init__(
         self,
         name: str = "kmeans",
-        num_clusters: int | str | None = None,
+        num_clusters: RequestedK = None,
         niter: int = 100,
         nredo: int = 1,
         topk: int = 5,

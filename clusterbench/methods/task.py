@@ -11,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.predictions import Predictions
 from clusterbench.neighbours import NeighbourIndex
+
+# What a method's `num_clusters` accepts: K, null (the view's number of classes) or "auto"
+# (estimated before the method trains, see methods/k_estimation).
+RequestedK = int | Literal["auto"] | None
 
 
 @dataclass

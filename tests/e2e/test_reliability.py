@@ -113,8 +113,14 @@ def test_a_store_edited_in_place_is_checked_again(tmp_path):
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc' (str): expected int"),
         ("seed=abc", "seed='abc' (str): expected int"),
         ("method.niter=abc", "method.niter='abc' (str): expected int"),
-        ("method.num_clusters=abc", "method.num_clusters='abc' (str): expected int or null"),
-        ("method.num_clusters=2.5", "method.num_clusters=2.5 (float): expected int or null"),
+        (
+            "method.num_clusters=abc",
+            "method.num_clusters='abc' (str): expected int or 'auto' or null",
+        ),
+        (
+            "method.num_clusters=2.5",
+            "method.num_clusters=2.5 (float): expected int or 'auto' or null",
+        ),
     ],
 )
 def test_wrong_config_types_fail_before_any_work(tmp_path, override, message):

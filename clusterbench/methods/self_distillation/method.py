@@ -33,7 +33,7 @@ from clusterbench.methods.self_distillation.predict import (
     predict,
     teacher_probabilities,
 )
-from clusterbench.methods.task import ClusteringTask
+from clusterbench.methods.task import ClusteringTask, RequestedK
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SelfDistillationMethod:
         self,
         name: str,
         loss: str,
-        num_clusters: int | str | None = None,
+        num_clusters: RequestedK = None,
         knn: int = 50,
         batch_size: int = 512,
         drop_last: bool = True,
