@@ -79,9 +79,26 @@ def differing(groups: dict[tuple, list[dict]]) -> dict[tuple, str]:
     for key in groups:
         mine = dict(key)
         peers = [dict(k) for k in groups if k != key and _same_cell(dict(k), mine)]
-        names = sorted({n for p in peers for n in set(p) | set(mine) if p.get(n) != mine.get(n)})
-        label[key] = " ".join(f"{n}={json.loads(mine[n]) if n in mine else '-'}" for n in names)
+        names = sorted({n for p in peers for n in _differences(p, mine)})
+        label[key] = " ".join(_describe(n, mine) for n in names)
     return label
+
+
+def _differences(peer: dict, mine: dict) -> set[str]:
+    """Keys that differ; where a config group's `_target_` differs, that key alone (the
+    group's other keys differ because it is another class, which the target says)."""
+    names = {n for n in set(peer) | set(mine) if peer.get(n) != mine.get(n)}
+    swapped = {n.removesuffix("._target_") for n in names if n.endswith("._target_")}
+    return {n for n in names if n.endswith("._target_") or n.rsplit(".", 1)[0] not in swapped}
+
+
+def _describe(name: str, mine: dict) -> str:
+    if name not in mine:
+        return f"{name}=-"
+    value = json.loads(mine[name])
+    if name.endswith("._target_"):  # k_estimation=FinchLevels
+        return f"{name.removesuffix('._target_')}={str(value).rsplit('.', 1)[-1]}"
+    return f"{name}={value}"
 
 
 def _same_cell(a: dict, b: dict) -> bool:

@@ -73,3 +73,19 @@ def test_broken_results_are_named_and_skipped(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'cut' / 'results.json'}: not readable JSON" in err
     assert f"{tmp_path / 'empty' / 'results.json'}: lacks dataset" in err
+
+
+def test_a_swapped_config_group_is_named_by_its_class_not_by_each_key():
+    from clusterbench.report.collect import differing
+
+    def key(**settings):
+        base = {"dataset": "digits", "method": "kmeans"}
+        return tuple(sorted({**base, **{k: json.dumps(v) for k, v in settings.items()}}.items()))
+
+    two_level = key(**{"k_estimation._target_": "pkg.TwoLevel", "k_estimation.nredo": 10})
+    finch = key(**{"k_estimation._target_": "pkg.FinchLevels", "k_estimation.level": None})
+    finer = key(**{"k_estimation._target_": "pkg.FinchLevels", "k_estimation.level": 0})
+    labels = differing({two_level: [], finch: [], finer: []})
+    assert labels[two_level] == "k_estimation=TwoLevel"
+    assert labels[finch] == "k_estimation=FinchLevels k_estimation.level=None"
+    assert labels[finer] == "k_estimation=FinchLevels k_estimation.level=0"
