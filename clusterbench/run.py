@@ -12,6 +12,7 @@ from clusterbench.core.config import build
 from clusterbench.core.device import build_trainer
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.tracking import build_loggers, close_loggers, log_run, where_logged
+from clusterbench.data.spaces import build_view
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.assignments import Written, write_assignments
 from clusterbench.evaluation.evaluate import evaluate_view
@@ -139,7 +140,7 @@ def run(
     start = time.perf_counter()
     # The trainer factory first: a GPU trainer on a machine without one fails before any data.
     make_trainer = build_trainer(cfg.trainer) if cfg.get("trainer") is not None else None
-    view: BenchmarkView = build(cfg.dataset)
+    view: BenchmarkView = build_view(cfg.dataset)
     timings["load_dataset_s"] = time.perf_counter() - start
     method = build(cfg.method)
     # One door: the method's own setting (its config), resolved against the view.

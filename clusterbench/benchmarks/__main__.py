@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from clusterbench.core.cli import command
-from clusterbench.core.config import build
+from clusterbench.data.spaces import build_view
 
 
 def describe_benchmark(cfg: DictConfig, run_dir: Path, console: object = None) -> dict:
@@ -20,7 +20,7 @@ def describe_benchmark(cfg: DictConfig, run_dir: Path, console: object = None) -
     from clusterbench.benchmarks.summary import describe, render
     from clusterbench.core.atomic import write_json_atomic
 
-    info = describe(build(cfg.dataset))
+    info = describe(build_view(cfg.dataset))
     out = run_dir / "benchmark.json"
     write_json_atomic(out, info)
     print(render(info))

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from clusterbench.core.errors import ConfigError, StoreError
+from clusterbench.data.normalize import l2_normalize_rows
 
 
 @runtime_checkable
@@ -141,6 +142,42 @@ class TensorRows(_RowsMixin):
         return self.tensor.detach().cpu().float().numpy()
 
 
+class ConcatenatedRows(_RowsMixin):
+    """Row-aligned spaces side by side: each space's rows L2-normalised and scaled by its
+    weight, then concatenated (a dataset with several representation spaces, read by the
+    methods that take one matrix: k-means, TEMI, SCANv2 and kNN mining)."""
+
+    def __init__(self, spaces: list[FeatureRows], weights: list[float]) -> None:
+        if len(spaces) != len(weights):
+            raise ValueError(f"{len(spaces)} spaces but {len(weights)} weights")
+        self.spaces, self.weights = spaces, [float(w) for w in weights]
+
+    def __len__(self) -> int:
+        return len(self.spaces[0])
+
+    @property
+    def dim(self) -> int:
+        return sum(s.dim for s in self.spaces)
+
+    def _join(self, blocks: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(
+            [
+                l2_normalize_rows(b) * np.float32(w)
+                for b, w in zip(blocks, self.weights, strict=True)
+            ],
+            axis=1,
+        )
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self._join([s.take(rows) for s in self.spaces])
+
+    def chunk(self, start: int, stop: int) -> np.ndarray:
+        return self._join([s.chunk(start, stop) for s in self.spaces])
+
+    def to_numpy(self) -> np.ndarray:
+        return self.chunk(0, len(self))
+
+
 def as_rows(features) -> FeatureRows | TensorRows | Rows:
     """The row interface over a tensor, an array / memmap, or an object already offering it."""
     if isinstance(features, Tensor):
@@ -154,4 +191,12 @@ def as_rows(features) -> FeatureRows | TensorRows | Rows:
     )
 
 
-__all__ = ["FeatureRows", "Rows", "TensorRows", "as_rows", "chunks", "to_device"]
+__all__ = [
+    "ConcatenatedRows",
+    "FeatureRows",
+    "Rows",
+    "TensorRows",
+    "as_rows",
+    "chunks",
+    "to_device",
+]

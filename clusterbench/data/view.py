@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clusterbench.core.fingerprint import digest
-from clusterbench.data.rows import FeatureRows
+from clusterbench.data.rows import ConcatenatedRows, FeatureRows
 from clusterbench.data.store import FeatureStore
 
 
@@ -72,16 +72,25 @@ class BenchmarkView:
     # with; not part of the fingerprint (it describes the labels, not the rows).
     coarser_levels: dict[str, int] = field(default_factory=dict)
     # Further representation spaces of the same rows (row-aligned stores, e.g. CLIP and DINOv2
-    # features of the same images), read through the same index arrays as `store`.
+    # features of the same images), read through the same index arrays as `store`
+    # (`dataset.spaces`, data/spaces.py). With any, `train` / `val` are the concatenation of
+    # the L2-normalised spaces, each scaled by its weight in `space_weights` (`store` first).
     extra_stores: list[FeatureStore] = field(default_factory=list)
+    space_weights: list[float] | None = None
 
     @property
-    def train(self) -> FeatureRows:
-        return FeatureRows(self.store.train.features, self.train_index)
+    def train(self) -> FeatureRows | ConcatenatedRows:
+        return self._rows("train")
 
     @property
-    def val(self) -> FeatureRows:
-        return FeatureRows(self.store.val.features, self.val_index)
+    def val(self) -> FeatureRows | ConcatenatedRows:
+        return self._rows("val")
+
+    def _rows(self, split: str) -> FeatureRows | ConcatenatedRows:
+        spaces = self.spaces(split)
+        if len(spaces) == 1:
+            return spaces[0]
+        return ConcatenatedRows(spaces, self.space_weights or [1.0] * len(spaces))
 
     def spaces(self, split: str) -> list[FeatureRows]:
         """The split's rows in every representation space, `store`'s first."""
@@ -92,7 +101,7 @@ class BenchmarkView:
 
     @property
     def dim(self) -> int:
-        return self.store.dim
+        return self.train.dim
 
     @property
     def labelled(self) -> bool:
@@ -117,7 +126,11 @@ class BenchmarkView:
     @property
     def fingerprint(self) -> str:
         """Store fingerprint plus the view definition: keys the kNN cache of this view."""
-        return digest({"store": self.store.fingerprint, "name": self.name, "params": self.params})
+        described = {"store": self.store.fingerprint, "name": self.name, "params": self.params}
+        if self.extra_stores:  # the kNN pairs of several spaces come from their concatenation
+            described["spaces"] = [s.fingerprint for s in self.extra_stores]
+            described["space_weights"] = self.space_weights
+        return digest(described)
 
     @classmethod
     def whole(cls, store: FeatureStore, name: str) -> BenchmarkView:
@@ -132,6 +145,13 @@ class BenchmarkView:
         )
 
     def summary(self) -> dict:
+        summary = self._summary()
+        if self.extra_stores:
+            summary["spaces"] = [str(s.path) for s in [self.store, *self.extra_stores]]
+            summary["space_weights"] = self.space_weights
+        return summary
+
+    def _summary(self) -> dict:
         if not self.labelled:
             return {
                 "name": self.name,

@@ -20,7 +20,8 @@ from clusterbench.benchmarks.imagenet21k.world import (
     materialize_in1k,
     materialize_in21k,
 )
-from clusterbench.core.config import CONFIG_DIR, build
+from clusterbench.core.config import CONFIG_DIR
+from clusterbench.data.spaces import build_view
 from clusterbench.data.store import FeatureStore
 from clusterbench.run import run
 from tests.helpers.cli import cli
@@ -84,7 +85,7 @@ def test_every_paper_benchmark_has_a_config() -> None:
 
 def saved_labels(cfg) -> np.ndarray:
     """The val labels of the view a composed config builds."""
-    return build(cfg.dataset).val_labels
+    return build_view(cfg.dataset).val_labels
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

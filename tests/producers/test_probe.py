@@ -21,6 +21,7 @@ from clusterbench.benchmarks.imagenet21k.world import (
 )
 from clusterbench.core.config import build
 from clusterbench.core.errors import BenchmarkFileError, ConfigError
+from clusterbench.data.spaces import build_view
 from clusterbench.data.store import FeatureStore
 from clusterbench.methods.linear import StackedLinear, StackedSGD
 from clusterbench.perf import probing as bench
@@ -188,7 +189,7 @@ def test_probe_then_clip_1k_end_to_end(in21k_cache: Path, tmp_path: Path, single
 
     overrides = ["dataset=clip_1k", "method.niter=2", "method.num_clusters=32", "logger=none"]
     cfg = compose_config(tmp_path, [*overrides, f"paths.cache_dir={in21k_cache}", *synthetic])
-    view = build(cfg.dataset)
+    view = build_view(cfg.dataset)
     expected = np.flatnonzero(rules.top_k_classes(acc, 1000))
     assert [load_tree().wnids[i] for i in expected] == view.class_names
     metrics = cluster_run(cfg, tmp_path / "clip")["metrics"]

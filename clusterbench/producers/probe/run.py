@@ -32,6 +32,7 @@ from clusterbench.core.config import build
 from clusterbench.core.device import torch_device
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.rows import to_device
+from clusterbench.data.spaces import build_view
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import in_label_sets
 from clusterbench.producers.probe.data import Normalizer, feature_dtype
@@ -197,7 +198,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     seed = start_run(cfg)  # wrong types fail here, before any data is read
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    view: BenchmarkView = build(cfg.dataset)
+    view: BenchmarkView = build_view(cfg.dataset)
     view.store.require_labels("probe")  # it learns the classes
     settings: ProbeSettings = build(cfg.probe)
     out_cfg = cfg.accuracy_file

@@ -16,6 +16,7 @@ from rich.table import Table
 from clusterbench.core.config import build
 from clusterbench.core.device import torch_device
 from clusterbench.data.rows import to_device
+from clusterbench.data.spaces import build_view
 from clusterbench.data.view import BenchmarkView
 from clusterbench.neighbours import mine_neighbours
 from clusterbench.producers.probe.data import Normalizer, feature_dtype
@@ -67,7 +68,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> dict:
     seed = start_run(cfg)  # wrong types fail here, before any data is read
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    view: BenchmarkView = build(cfg.dataset)
+    view: BenchmarkView = build_view(cfg.dataset)
     view.store.require_labels("separability")  # it measures how separable the classes are
     settings: SeparabilitySettings = build(cfg.separability)
     split = settings.split

@@ -16,8 +16,9 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from clusterbench.benchmarks.imagenet21k.tree import Tree, load_tree
 from clusterbench.core.atomic import atomic_file
-from clusterbench.core.config import build, plain
+from clusterbench.core.config import plain
 from clusterbench.core.errors import ConfigError
+from clusterbench.data.spaces import build_view
 from clusterbench.data.view import BenchmarkView
 from clusterbench.evaluation.metrics import ECE_BINS, reliability
 from clusterbench.evaluation.plots import confidence_histogram, reliability_diagram
@@ -58,7 +59,7 @@ def run_zeroshot(cfg: DictConfig, run_dir: Path, console: Console | None = None)
         raise ConfigError(f"zeroshot.split={split!r}: expected train or val")
     start = time.perf_counter()
     tree = load_tree()
-    view: BenchmarkView = build(cfg.dataset)
+    view: BenchmarkView = build_view(cfg.dataset)
     view.store.require_labels("zeroshot")  # it scores the classes it is told
     ids = view_class_ids(view, tree)
     groups = candidate_groups(tree, ids, mode)  # bad candidates fail before any text work
