@@ -148,7 +148,7 @@ def test_auto_runs_on_an_unlabelled_store(tmp_path, flat_store):
         (["k_estimation=sweep", "k_estimation.grid=[4,800]"], "sweep needs at least 1600 rows"),
         (["k_estimation=finch", "k_estimation.k_min=500"], "no FINCH level has between"),
         (["k_estimation=finch", "k_estimation.level=40"], "k_estimation.level=40"),
-        (["method.num_clusters=many"], "expected a number of clusters, null"),
+        (["method.num_clusters=many"], "expected int or 'auto' or null"),
     ],
 )
 def test_bad_estimation_settings_fail_in_one_line(tmp_path, flat_store, overrides, message):
