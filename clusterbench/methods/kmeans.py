@@ -20,7 +20,10 @@ from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress, status
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.evaluation.predictions import Assigned, Predictions
+from clusterbench.methods.kmeans_distributed import Checkpoint, lloyd
 from clusterbench.methods.task import ClusteringTask, RequestedK
+
+BACKENDS = ("faiss", "distributed")
 
 
 class SphericalKMeans:
@@ -34,7 +37,20 @@ class SphericalKMeans:
         max_points_per_centroid: int = 256,
         chunk_size: int = 65536,
         verbose: bool = False,
+        backend: str = "faiss",
+        dtype: str = "float32",
+        checkpoint_every: int = 10,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"method.backend={backend!r}: expected one of {BACKENDS}")
+        if backend == "distributed" and nredo != 1:
+            raise ConfigError(
+                f"method.nredo={nredo}: the distributed backend runs one start; set method.nredo=1"
+            )
+        if checkpoint_every < 1:
+            raise ConfigError(f"method.checkpoint_every={checkpoint_every}: expected >= 1")
+        self.backend, self.dtype, self.checkpoint_every = backend, dtype, checkpoint_every
+        self.rank = 0
         self.name, self.num_clusters = name, num_clusters
         self.niter, self.nredo, self.topk = niter, nredo, topk
         self.max_points_per_centroid = max_points_per_centroid
@@ -50,6 +66,8 @@ class SphericalKMeans:
             )
         if len(rows) < k:
             raise ConfigError(f"{len(rows)} training samples are fewer than num_clusters={k}")
+        if self.backend == "distributed":
+            return self._fit_distributed(task)
         # Load only the sample faiss would train on anyway (it subsamples above this size).
         budget = k * self.max_points_per_centroid
         rng = np.random.default_rng(task.seed)
@@ -86,6 +104,39 @@ class SphericalKMeans:
         self.centroids = km.centroids
         return self
 
+    def _fit_distributed(self, task: ClusteringTask) -> SphericalKMeans:
+        """Lloyd's iterations on every rank of the trainer's processes (methods/
+        kmeans_distributed.py), launched by Lightning Fabric as the trainer would be."""
+        if task.make_trainer is None:
+            raise ConfigError("method.backend=distributed needs a trainer config (trainer=cpu|ddp)")
+        fabric = launch_fabric(getattr(task.make_trainer, "keywords", {}))
+        self.rank = fabric.global_rank
+        self.gpu = fabric.device.type == "cuda" and faiss_uses_gpu(task.device)
+        start = time.perf_counter()
+        with status(f"k-means: {task.num_clusters} clusters on {fabric.world_size} processes"):
+            self.centroids, stats = lloyd(
+                task.view.train, task.num_clusters, self.niter, task.seed,
+                rank=fabric.global_rank, world=fabric.world_size, device=fabric.device,
+                max_points_per_centroid=self.max_points_per_centroid,
+                chunk_size=self.chunk_size, dtype=self.dtype,
+                checkpoint=Checkpoint(Path(task.run_dir) / "kmeans_checkpoint"),
+                checkpoint_every=self.checkpoint_every,
+                identity={"view": task.view.fingerprint, "niter": self.niter,
+                          "max_points_per_centroid": self.max_points_per_centroid},
+            )  # fmt: skip
+        task.info.update(
+            kmeans_backend="distributed",
+            kmeans_world_size=stats["world_size"],
+            kmeans_iterations_run=stats["iterations"],
+            kmeans_iterations_requested=self.niter,
+            kmeans_resumed_at=stats["resumed_at"],
+            kmeans_objective=stats["objective"][-1] if stats["objective"] else None,
+            kmeans_reseeded_clusters=stats["reseeded_clusters"],
+            kmeans_train_points=stats["train_points"],
+            kmeans_seconds=round(time.perf_counter() - start, 3),
+        )
+        return self
+
     def assign(self, rows, topk: int | None = None) -> Iterator[Assigned]:
         """Nearest centroids (cosine), best first, and the cosine to the nearest, in chunks."""
         if self.centroids is None:
@@ -114,5 +165,19 @@ class SphericalKMeans:
         save_npy_atomic(Path(run_dir) / "centroids.npy", self.centroids)
         return "centroids.npy"
 
-    def fit_predict(self, task: ClusteringTask) -> Predictions:
-        return self.fit(task).predict(task.view.val)
+    def fit_predict(self, task: ClusteringTask) -> Predictions | None:
+        self.fit(task)
+        if self.rank != 0:
+            return None  # rank 0 evaluates and writes the results
+        return self.predict(task.view.val)
+
+
+def launch_fabric(trainer: dict):
+    """Processes as the trainer config describes them (accelerator, devices, num_nodes,
+    strategy): Lightning starts the local ones, or joins those SLURM / torchrun started."""
+    from lightning.fabric import Fabric
+
+    keys = ("accelerator", "devices", "num_nodes", "strategy")
+    fabric = Fabric(**{k: trainer[k] for k in keys if k in trainer})
+    fabric.launch()
+    return fabric

@@ -42,3 +42,20 @@ def test_two_process_ddp_matches_single_process(easy_store, tmp_path, method):
     )
     assert b["metrics"]["acc"] == pytest.approx(a["metrics"]["acc"], abs=1e-9)
     assert b["metrics"]["nmi"] == pytest.approx(a["metrics"]["nmi"], abs=1e-6)
+
+
+def test_distributed_kmeans_on_two_processes_matches_one(easy_store, tmp_path):
+    common = ["method=kmeans", "method.backend=distributed", "method.niter=10", "dataset=custom",
+              f"dataset.path={easy_store}", "logger=none", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    single = cli(*common, f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    ddp = cli(*common, "trainer.devices=2", "trainer.strategy=ddp",
+              f"hydra.run.dir={tmp_path / 'ddp'}", cwd=tmp_path)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr
+    a = json.loads((tmp_path / "single" / "results.json").read_text())
+    b = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert (a["method_info"]["kmeans_world_size"], b["method_info"]["kmeans_world_size"]) == (1, 2)
+    assert b["metrics"]["acc"] == a["metrics"]["acc"] and b["metrics"]["nmi"] == a["metrics"]["nmi"]
+    assert b["method_info"]["kmeans_objective"] == pytest.approx(
+        a["method_info"]["kmeans_objective"], rel=1e-9
+    )
