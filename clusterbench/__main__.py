@@ -7,10 +7,12 @@ Each command's module is imported only once it is chosen: `--help` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from clusterbench.core.cli import command, fail
 
+COMMAND_ENV = "CLUSTERBENCH_COMMAND"
 # name -> (module with `main()`, what it does). The Hydra ones take `key=value` overrides.
 COMMANDS = {
     "run": ("clusterbench.__main__", "cluster a dataset with a method: results.json (default)"),
@@ -24,6 +26,7 @@ COMMANDS = {
     "report": ("clusterbench.report.__main__", "a finished sweep -> the paper's tables, figures"),
     "aggregate": ("clusterbench.report.aggregate", "mean ± std over seeds of results.json"),
     "perf": ("clusterbench.perf.__main__", "speed and memory benchmarks (make bench)"),
+    "neighbours": ("clusterbench.neighbours_distributed", "mine and cache a kNN table (any ranks)"),
 }
 
 run_main = command("run", "clusterbench.run:run", config_name="config")
@@ -41,7 +44,9 @@ def main(argv: list[str] | None = None) -> object:
     if args and args[0] in ("help", "commands"):
         print(usage())
         return 0
-    name = "run"
+    # A process Lightning started for another rank is given the arguments after the command
+    # (sys.argv[1:] below); the command it belongs to comes through the environment.
+    name = os.environ.get(COMMAND_ENV, "run") if "LOCAL_RANK" in os.environ else "run"
     if args and args[0] in COMMANDS:
         name = args.pop(0)
     elif args and not args[0].startswith("-") and "=" not in args[0]:
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> object:
             f"unknown command {args[0]!r}; commands: {', '.join(COMMANDS)} (or key=value overrides)"
         )
     sys.argv = [f"clusterbench {name}", *args]
+    os.environ[COMMAND_ENV] = name
     if name == "run":
         return run_main()
     return importlib.import_module(COMMANDS[name][0]).main()

@@ -23,13 +23,14 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def check_same_on_every_rank(value: int, what: str) -> None:
-    """Raise on every rank when the ranks hold different values of a setting each decided
-    alone (an estimated K): DDP would otherwise fail deep inside its parameter broadcast."""
+def check_same_on_every_rank(value: int | str, what: str) -> None:
+    """Raise on every rank when the ranks hold different values of something each decided
+    alone (an estimated K, the store's fingerprint): DDP would otherwise fail deep inside its
+    parameter broadcast, and sharded work would silently mix two data sets."""
     if not is_distributed():
         return
-    found = [0] * world_size()
-    dist.all_gather_object(found, int(value))
+    found: list = [None] * world_size()
+    dist.all_gather_object(found, value)
     if len(set(found)) > 1:
         from clusterbench.core.errors import ConfigError
 

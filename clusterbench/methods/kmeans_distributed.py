@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
-from clusterbench.core.distributed import all_reduce_sum
+from clusterbench.core.distributed import all_reduce_sum, check_same_on_every_rank
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.rows import Rows
@@ -164,6 +164,7 @@ def lloyd(
     (objective per iteration, re-seeded clusters, the rows this rank read)."""
     if dtype not in DTYPES:
         raise ConfigError(f"method.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    check_same_on_every_rank((identity or {}).get("view", ""), "the rows to cluster (the view)")
     sample = training_rows(len(rows), k, max_points_per_centroid, seed)
     ids = np.arange(len(rows)) if sample is None else sample
     if len(ids) < k:
