@@ -34,6 +34,7 @@ bench: install
 # IVF kNN recall/time and kNN + k-means at 1M x 384, C = 1000 (README: A million rows).
 bench-scale: install
 	$(BIN)/python -m clusterbench perf scale
+	$(BIN)/python -m clusterbench perf distributed
 
 # Every GPU measurement in one run, <= ~8 minutes (README: GPU); stops with one line without CUDA.
 bench-gpu: install

@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         from clusterbench.perf.scale import main as scale_main
 
         return scale_main(argv[1:])
+    if argv[:1] == ["distributed"]:
+        from clusterbench.perf.distributed import main as distributed_main
+
+        return distributed_main(argv[1:])
     if argv[:1] == ["probing"]:
         from clusterbench.perf.probing import main as probing_main
 
