@@ -18,6 +18,7 @@ demo: install
 	$(BIN)/python -m clusterbench
 
 test: install
+	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 # Everything but the tests marked slow (tests/e2e/ and the few > 2 s elsewhere).
