@@ -193,10 +193,10 @@ def make_thumbnails(
     thumbs = ThumbnailSettings()
     if not settings.thumbnails or not shown:
         return {}, {"source": "none", "made": 0, "unreadable": 0}
-    if settings.features_shape is not None:
-        readable = from_features(
-            shown, rows, tuple(settings.features_shape), out / "thumbs", thumbs
-        )
+    inferred = pixel_shape(view) if view.files(settings.split) is None else None
+    shape = settings.features_shape or inferred
+    if shape is not None:
+        readable = from_features(shown, rows, tuple(shape), out / "thumbs", thumbs)
         return readable, {"source": "features", "made": len(readable), "unreadable": 0}
     paths = view.files(settings.split)
     if paths is None:
@@ -206,6 +206,18 @@ def make_thumbnails(
     bad = sum(1 for ok in readable.values() if not ok)
     return readable, {"source": f"files under {root}", "made": len(readable) - bad,
                       "unreadable": bad}  # fmt: skip
+
+
+def pixel_shape(view: BenchmarkView) -> tuple[int, int] | None:
+    """A store whose features are pixels (meta.json `extractor: pixels`, as the embedded
+    digits) is drawn from them: `image_shape` from its meta, else the square of its dim."""
+    meta = view.store.meta or {}
+    if meta.get("extractor") != "pixels":
+        return None
+    if meta.get("image_shape"):
+        return tuple(int(v) for v in meta["image_shape"])
+    side = int(round(view.dim**0.5))
+    return (side, side) if side * side == view.dim else None
 
 
 def section(title: str, rows: list[int], readable: dict[int, bool], images: dict,
