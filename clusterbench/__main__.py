@@ -22,6 +22,7 @@ COMMANDS = {
     "zeroshot": ("clusterbench.producers.zeroshot.__main__", "CLIP zero-shot classification"),
     "hzr": ("clusterbench.producers.zeroshot.hzr", "hierarchical zero-shot relabelling"),
     "assign": ("clusterbench.assign", "a fitted run's clusters for the rows of another store"),
+    "name": ("clusterbench.name", "a unique name for every cluster of a run, from CLIP text"),
     "benchmarks": ("clusterbench.benchmarks.__main__", "build a benchmark view, describe it"),
     "report": ("clusterbench.report.__main__", "a finished sweep -> the paper's tables, figures"),
     "aggregate": ("clusterbench.report.aggregate", "mean ± std over seeds of results.json"),
