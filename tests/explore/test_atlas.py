@@ -186,3 +186,18 @@ def test_a_browser_renders_the_index_and_a_cluster_page(run_with_images):
     shown = len(parse(page).images)
     assert f'data-images-loaded="{shown}"' in dom and shown > 0
     assert "Uncaught" not in log, log
+
+
+def test_named_clusters_carry_their_names(run_with_images, tmp_path):
+    import pyarrow as pa
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_with_images / "run", run_dir)
+    (run_dir / "naming").mkdir()
+    names = [f"blob {c}" for c in range(K)]
+    pq.write_table(pa.table({"cluster": list(range(K)), "name": names}),
+                   run_dir / "naming" / "names.parquet")  # fmt: skip
+    build_atlas(run_dir, tmp_path / "site", AtlasSettings(thumbnails=False))
+    data = json.loads(parse(tmp_path / "site" / "index.html").scripts["clusters-data"])
+    assert [row["name"] for row in data] == names
+    assert "<h1>blob 2</h1>" in (tmp_path / "site" / "clusters" / "c2.html").read_text()
