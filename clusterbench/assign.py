@@ -2,8 +2,9 @@
 another store (new images of the same collection, features by the same extractor) assigned to
 the clusters a finished run fitted, without fitting again.
 
-The run keeps what prediction needs (`centroids.npy` for k-means, `finch_*.npy` for FINCH, `model.pt` for TEMI and
-SCANv2: the weights, hyper-parameters and chosen head; loaded with `weights_only=True`), and its
+The run keeps what prediction needs (`centroids.npy` for k-means, `finch_*.npy` for FINCH,
+`task_encoder.pt` for TURTLE, `model.pt` for TEMI and SCANv2: the weights, hyper-parameters
+and chosen head; loaded with `weights_only=True`), and its
 results.json records the feature dimension and extractor; both are checked against the new
 store before any row is read. Output: `<out>/assignments/<split>.parquet` (default out:
 `<RUN_DIR>/assigned/<store name>`), the same format as a run's own.
@@ -45,6 +46,12 @@ def fitted_method(run_dir: Path, result: dict):
         kmeans = SphericalKMeans(topk=int((config.get("method") or {}).get("topk", 5)))
         kmeans.centroids = np.load(model_file, allow_pickle=False).astype(np.float32)
         return kmeans, int(kmeans.centroids.shape[0])
+    if method == "turtle":
+        from clusterbench.methods.turtle.method import SavedTaskEncoder
+
+        topk = int((config.get("method") or {}).get("topk", 5))
+        encoder = SavedTaskEncoder(model_file, topk=topk)
+        return encoder, encoder.num_clusters
     if method == "finch":
         from clusterbench.methods.finch import FINCH
 
