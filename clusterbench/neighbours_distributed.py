@@ -25,12 +25,11 @@ import torch
 from rich.console import Console
 
 from clusterbench.core.atomic import save_npy_atomic
-from clusterbench.core.distributed import check_same_on_every_rank
+from clusterbench.core.distributed import check_same_on_every_rank, launch_fabric, shard
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.rows import Rows
-from clusterbench.methods.kmeans_distributed import shard
 from clusterbench.neighbours import NeighbourCache, build_index, drop_self, resolve_index
 
 
@@ -123,7 +122,6 @@ def run(cfg, run_dir: Path, console: Console | None = None) -> dict:
     process of the trainer config and cached for the runs that follow."""
     from clusterbench.core.config import build
     from clusterbench.data.spaces import build_view
-    from clusterbench.methods.kmeans import launch_fabric
 
     console = console or Console()
     view = build_view(cfg.dataset)

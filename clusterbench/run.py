@@ -140,6 +140,7 @@ def run(
     start = time.perf_counter()
     # The trainer factory first: a GPU trainer on a machine without one fails before any data.
     make_trainer = build_trainer(cfg.trainer) if cfg.get("trainer") is not None else None
+    refiner = build(cfg.refine) if cfg.get("refine") else None  # refine=self_label, checked
     view: BenchmarkView = build_view(cfg.dataset)
     timings["load_dataset_s"] = time.perf_counter() - start
     method = build(cfg.method)
@@ -191,6 +192,10 @@ def run(
         t0 = time.perf_counter()
         evaluation = evaluate_view(predictions, view) if view.labelled and len(view.val) else {}
         timings["evaluate_s"] = time.perf_counter() - t0
+        if refiner is not None:  # its predictions replace the method's; method_info.refine
+            t0 = time.perf_counter()
+            method, predictions, evaluation = refiner.refine(method, predictions, evaluation, task)
+            timings["refine_s"] = time.perf_counter() - t0
         metrics = evaluation.get("metrics", {"num_clusters": predictions.num_clusters})
         t0 = time.perf_counter()
         exported, written = export_assignments(
@@ -240,6 +245,8 @@ def run(
     if label_free:
         console.print(describe_label_free(label_free))
     console.print(f"results: {run_dir / 'results.json'}")
+    if "train" in written:  # the clusters as pages a person can browse (docs/atlas.md)
+        console.print(f"atlas: python -m clusterbench.explore {run_dir}", soft_wrap=True)
     for line in logged:
         console.print(line, soft_wrap=True)
     return payload

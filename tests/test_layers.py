@@ -25,7 +25,20 @@ LOWER = {
     "assign": {"core", "data", "evaluation", "methods"},
     "report": {"core", "evaluation", "results"},
     "producers": {"core", "data", "benchmarks", "neighbours", "evaluation", "methods", "results"},
-    "perf": {"core", "data", "neighbours", "evaluation", "methods", "producers"},
+    "perf": {
+        "core",
+        "data",
+        "neighbours",
+        "evaluation",
+        "methods",
+        "producers",
+        "neighbours_distributed",
+    },
+    "neighbours_distributed": {"core", "data", "neighbours"},
+    "refine": {"core", "data", "evaluation", "methods"},
+    "explore": {"core", "data"},
+    "naming": {"core", "data", "benchmarks", "producers"},
+    "name": {"core"},
     "__main__": {"core"},
     "__init__": {"core"},
 }
@@ -77,4 +90,5 @@ def test_the_root_reads_as_the_data_path():
     assert entries == {
         "__init__.py", "__main__.py", "conf", "core", "data", "benchmarks", "neighbours.py",
         "methods", "evaluation", "results.py", "run.py", "assign.py", "report", "producers", "perf",
+        "neighbours_distributed.py", "refine", "explore", "naming", "name.py",
     }  # fmt: skip

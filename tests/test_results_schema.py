@@ -53,6 +53,8 @@ CASES = {
 }
 # Fields the old payloads got wrong, as RunResult writes them now.
 FIXED = {"zeroshot": {("config", "seed"): 0}}
+# Several representation spaces (dataset.spaces) added two keys to every dataset config.
+SPACES = [("config", "dataset", "spaces"), ("config", "dataset", "space_weights")]
 # Entries features added after the fixtures were written (assignments, label-free scores, the
 # K estimator of method.num_clusters=auto):
 # present in the new file, compared nowhere here (their own tests check them).
@@ -66,7 +68,14 @@ ADDED = {
         ("timings", "label_free_s"),
         ("artefacts", "assignments"),
         ("artefacts", "model"),
+        ("config", "method", "backend"),  # the distributed k-means backend's settings
+        ("config", "method", "dtype"),
+        ("config", "method", "checkpoint_every"),
+        *SPACES,
     ],
+    "probe": SPACES,
+    "separability": SPACES,
+    "zeroshot": SPACES,
 }
 VOLATILE = ("timings", "versions")  # top-level sections whose values are not compared
 RATES = ("_s", "_seconds", "per_s")  # clock readings anywhere else: keys compared, not values

@@ -68,7 +68,7 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 # Keys with a fixed type that no `_target_` annotation describes.
 FIXED = {"seed": int, "trainer.max_epochs": int, "trainer.num_nodes": int,
          "trainer.log_every_n_steps": int}  # fmt: skip
-CHECKED_GROUPS = ("dataset", "method", "knn", "k_estimation")
+CHECKED_GROUPS = ("dataset", "method", "knn", "k_estimation", "refine")
 
 
 def _accepts(annotation: Any, value: Any) -> bool | None:

@@ -2,8 +2,8 @@
 under Lightning or torchrun), plain local arithmetic when it does not.
 
 The self-distillation losses take their batch means through here, so a DDP run computes what
-one process holding the global batch would; distributed k-means and neighbour mining will
-reduce their sums the same way.
+one process holding the global batch would; distributed k-means and neighbour mining reduce
+their sums the same way, over the even shards of `shard`, in processes `launch_fabric` starts.
 """
 
 from __future__ import annotations
@@ -79,3 +79,28 @@ def differentiable_global_mean(values: Tensor, dim: int) -> Tensor:
         return values.mean(dim=dim)
     count = all_reduce_sum(values.new_tensor([float(values.shape[dim])]))
     return _AllReduceSum.apply(values.sum(dim=dim)) / count
+
+
+def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[start, stop) of rank's share of n rows: contiguous, sizes differing by at most one."""
+    if world > n:
+        from clusterbench.core.errors import ConfigError
+
+        raise ConfigError(
+            f"{world} processes for {n} training rows: every process needs at least one row; "
+            "use fewer processes (trainer.devices x trainer.num_nodes)"
+        )
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def launch_fabric(trainer: dict):
+    """Processes as the trainer config describes them (accelerator, devices, num_nodes,
+    strategy): Lightning starts the local ones, or joins those SLURM / torchrun started."""
+    from lightning.fabric import Fabric
+
+    keys = ("accelerator", "devices", "num_nodes", "strategy")
+    fabric = Fabric(**{k: trainer[k] for k in keys if k in trainer})
+    fabric.launch()
+    return fabric

@@ -16,6 +16,7 @@ import numpy as np
 
 from clusterbench.core.atomic import save_npy_atomic
 from clusterbench.core.device import faiss_uses_gpu
+from clusterbench.core.distributed import launch_fabric
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress, status
 from clusterbench.data.normalize import l2_normalize_rows
@@ -170,14 +171,3 @@ class SphericalKMeans:
         if self.rank != 0:
             return None  # rank 0 evaluates and writes the results
         return self.predict(task.view.val)
-
-
-def launch_fabric(trainer: dict):
-    """Processes as the trainer config describes them (accelerator, devices, num_nodes,
-    strategy): Lightning starts the local ones, or joins those SLURM / torchrun started."""
-    from lightning.fabric import Fabric
-
-    keys = ("accelerator", "devices", "num_nodes", "strategy")
-    fabric = Fabric(**{k: trainer[k] for k in keys if k in trainer})
-    fabric.launch()
-    return fabric

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
-from clusterbench.core.distributed import all_reduce_sum, check_same_on_every_rank
+from clusterbench.core.distributed import all_reduce_sum, check_same_on_every_rank, shard
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.rows import Rows
@@ -50,18 +50,6 @@ def training_rows(n: int, k: int, max_points_per_centroid: int, seed: int) -> np
     if n <= budget:
         return None
     return np.sort(np.random.default_rng(seed).choice(n, budget, replace=False))
-
-
-def shard(n: int, rank: int, world: int) -> tuple[int, int]:
-    """[start, stop) of rank's share of n rows: contiguous, sizes differing by at most one."""
-    if world > n:
-        raise ConfigError(
-            f"{world} processes for {n} training rows: every process needs at least one row; "
-            "use fewer processes (trainer.devices x trainer.num_nodes)"
-        )
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 def initial_centroids(rows: Rows, sample: np.ndarray | None, k: int, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from clusterbench.core.distributed import shard
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.rows import FeatureRows
@@ -17,7 +18,6 @@ from clusterbench.methods.kmeans_distributed import (
     Checkpoint,
     initial_centroids,
     lloyd,
-    shard,
     split_empty,
 )
 from tests.helpers.stores import sphere_blobs

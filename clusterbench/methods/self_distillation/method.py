@@ -320,6 +320,21 @@ class SelfDistillationMethod:
             values, index = probs.topk(k, dim=-1)
             yield Assigned(start, index.cpu().numpy(), values[:, 0].float().cpu().numpy())
 
+    def head_ranking(self) -> list[int]:
+        """The teacher's heads best first: the predicting head, then the others by their last
+        epoch's loss (what a consensus of the top heads reads, e.g. refine=self_label)."""
+        losses = self.model.last_epoch_head_losses.nan_to_num(nan=math.inf).tolist()
+        best = int(self.model.best_head)
+        return [best, *sorted((h for h in range(len(losses)) if h != best), key=losses.__getitem__)]
+
+    def heads_top1(self, rows, heads: list[int]) -> np.ndarray:
+        """(len(heads), N) int32: every row's cluster under each of `heads`, chunk by chunk."""
+        out = np.empty((len(heads), len(rows)), dtype=np.int32)
+        for start in range(0, len(rows), self.predict_batch_size):
+            block = rows.chunk(start, min(start + self.predict_batch_size, len(rows)))
+            out[:, start : start + len(block)] = every_head_top1(self.model, block)[heads]
+        return out
+
     def save(self, run_dir: Path) -> str:
         """What prediction needs, `model.pt`: the trained module's weights (teacher and input
         statistics included), its hyper-parameters and the chosen head; loads with
