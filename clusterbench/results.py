@@ -58,8 +58,19 @@ PROBING, SEPARABILITY, ZEROSHOT = "probing", "separability", "clip_zeroshot"
 SEPARABILITY_METRICS = ("l_align", "davies_bouldin", "silhouette")
 LABELS = {"kmeans": "k-means", "temi": "TEMI", "scanv2": "SCANv2", "finch": "FINCH",
           "turtle": "TURTLE", PROBING: "Probing"}  # fmt: skip
+# A clustering method followed by refine=self_label is a column of its own: "<method>+self_label".
+SELF_LABEL = "+self_label"
+CLUSTERING = ("kmeans", "temi", "scanv2", "turtle", "finch")
+LABELS.update({f"{m}{SELF_LABEL}": f"{LABELS[m]} + self-label" for m in CLUSTERING})
 # Clustering methods the paper did not run: their columns carry a dagger and no paper number.
-BEYOND_PAPER = ("finch", "turtle")
+BEYOND_PAPER = ("finch", "turtle", *(f"{m}{SELF_LABEL}" for m in CLUSTERING))
+
+
+def method_key(result: dict) -> str:
+    """The report's column of a run: its method, with "+self_label" when refine=self_label ran
+    after it (results.json `method_info.refine`)."""
+    refined = bool((result.get("method_info") or {}).get("refine"))
+    return f"{result['method']}{SELF_LABEL}" if refined else str(result["method"])
 
 
 def start_run(cfg: Any) -> int:

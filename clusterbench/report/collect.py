@@ -25,6 +25,7 @@ from clusterbench.results import (
     SEPARABILITY,
     ZEROSHOT,
     iter_results,
+    method_key,
 )
 
 # Config keys that say where a run writes or how it reports, not what it computes.
@@ -51,7 +52,7 @@ def experiment_of(result: dict) -> dict[str, object]:
         for k, v in flatten(result.get("config") or {}).items()
         if not any(k == p or k.startswith(p + ".") for p in NOT_EXPERIMENT)
     }
-    return {**settings, "dataset": result["dataset"], "method": result["method"]}
+    return {**settings, "dataset": result["dataset"], "method": method_key(result)}
 
 
 def experiment_key(result: dict) -> tuple:
@@ -121,7 +122,7 @@ def summarize(groups: dict[tuple, list[dict]]) -> list[dict]:
         results = groups[key]
         row = {
             "dataset": results[0]["dataset"],
-            "method": results[0]["method"],
+            "method": method_key(results[0]),
             "settings": labels[key],
             "seeds": sorted(r["seed"] for r in results),
             "files": [r["_file"] for r in results],
@@ -320,7 +321,7 @@ def read_sweeps(dirs: list[Path]) -> Sweep:
                 result=result,
                 table=_table_of(config, file.parent),
                 row=str(result["dataset"]),
-                method=str(result["method"]),
+                method=method_key(result),
                 seed=int(result["seed"]),
                 extractor=extractor_of(config),
                 dir=file.parent,

@@ -277,3 +277,30 @@ def test_wandb_summary_holds_the_table_and_row(tmp_path):
     assert logger.experiment.summary["paper/table"] == "table5"
     assert logger.experiment.summary["paper/row"] == "coarse_d3"
     assert logger.params["paper"]["table"] == "table5" and logger.metrics["val/acc"] == 0.5
+
+
+def test_refined_runs_and_turtle_are_columns_beyond_the_paper(tmp_path):
+    """A method followed by refine=self_label is a column of its own beside the method."""
+    for seed in range(2):
+        for method, acc, refined in (("kmeans", 0.62, False), ("kmeans", 0.64, True),
+                                     ("turtle", 0.70, False), ("temi", 0.66, True)):  # fmt: skip
+            name = f"{method}{'_sl' if refined else ''}_{seed}"
+            extra = {
+                "paper": {"table": "table1"},
+                "refine": {"select": "auto"} if refined else None,
+            }
+            _fake(tmp_path / name, "in1k", method, seed, acc, extra)
+            if refined:
+                result = json.loads((tmp_path / name / "results.json").read_text())
+                result["method_info"] = {"refine": {"accepted": True}}
+                (tmp_path / name / "results.json").write_text(json.dumps(result))
+    out = tmp_path / "rep"
+    assert report_main([str(tmp_path), "--out", str(out)]) == 0
+    table = (out / "table1.md").read_text()
+    header = next(
+        ln for ln in table.splitlines() if ln.startswith("| Benchmark") or "k-means |" in ln
+    )
+    assert "k-means + self-label †" in header and "TURTLE †" in header
+    assert "TEMI + self-label †" in header
+    row = next(ln for ln in table.splitlines() if ln.startswith("| ImageNet-1K (`in1k`)"))
+    assert "62.00 ± 0.00 (2)" in row and "64.00 ± 0.00 (2)" in row and "70.00 ± 0.00 (2)" in row
