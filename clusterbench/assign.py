@@ -75,6 +75,23 @@ def fitted_method(run_dir: Path, result: dict):
     return wrapper, int(model.num_clusters)
 
 
+def self_labelled(run_dir: Path, result: dict, method):
+    """A run whose refine=self_label was accepted predicts with its classifier, as it did for
+    its own rows (`self_label.pt`); the method's model alone would give other clusters."""
+    refine = (result.get("method_info") or {}).get("refine") or {}
+    if not refine.get("accepted"):
+        return method
+    from clusterbench.refine.self_label import MODEL_FILE, SelfLabelClassifier, SelfLabelled
+
+    file = run_dir / MODEL_FILE
+    if not file.is_file():
+        raise ConfigError(
+            f"{run_dir} was refined by self-labelling but keeps no {MODEL_FILE}; rerun it to "
+            "assign new rows the clusters it reported"
+        )
+    return SelfLabelled(method, SelfLabelClassifier.load(file), int(getattr(method, "topk", 5)))
+
+
 def check_compatible(store: FeatureStore, result: dict, run_dir: Path) -> None:
     """The new rows must live in the run's feature space: same dimension, same extractor."""
     summary = result.get("dataset_summary") or {}
@@ -119,6 +136,7 @@ def assign(run_dir: Path, store_path: Path, out: Path | None, splits: list[str])
     store = FeatureStore.open(store_path)
     check_compatible(store, result, run_dir)
     method, num_clusters = fitted_method(run_dir, result)
+    method = self_labelled(run_dir, result, method)
     out = out or run_dir / "assigned" / store.path.name
     written = {}
     for split in splits:

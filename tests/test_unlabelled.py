@@ -133,8 +133,9 @@ def test_a_failed_export_leaves_no_parquet(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "method", [["method=kmeans"], ["method=temi", *TINY_RUN, "trainer.max_epochs=2"],
-               ["method=turtle", "method.T=20", "method.steps_per_epoch=10"]],
-    ids=["kmeans", "temi", "turtle"],
+               ["method=turtle", "method.T=20", "method.steps_per_epoch=10"],
+               ["method=kmeans", "refine=self_label", "refine.epochs=2"]],
+    ids=["kmeans", "temi", "turtle", "kmeans+self_label"],
 )  # fmt: skip
 def test_assign_gives_new_rows_the_clusters_the_run_would(tmp_path, method, single_thread):
     """The val rows, saved as a store of their own and assigned later, get exactly the

@@ -151,6 +151,18 @@ class SelfLabelClassifier:
         confidence = np.concatenate([p.confidence for p in parts])
         return Predictions(top[:, 0], top, self.num_clusters, confidence)
 
+    @classmethod
+    def load(cls, path: Path, device: str | torch.device = "cpu") -> SelfLabelClassifier:
+        """The classifier `save` wrote (plain tensors, loaded with weights_only)."""
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        dim, clusters = saved["weight"].shape
+        classifier = cls(dim, clusters, str(saved["normalize"]), torch.device(device), seed=0)
+        with torch.no_grad():
+            classifier.linear.weight[0] = saved["weight"]
+            classifier.linear.bias[0] = saved["bias"]
+        classifier.mean, classifier.std = saved["mean"].to(device), saved["std"].to(device)
+        return classifier
+
     def save(self, path: Path) -> None:
         """Weights and input statistics (plain tensors: `torch.load(weights_only=True)`)."""
         with atomic_file(path) as tmp:
@@ -246,7 +258,7 @@ class SelfLabelled:
 
     def __init__(self, method: Any, classifier: SelfLabelClassifier, topk: int) -> None:
         self.method, self.classifier, self.topk = method, classifier, topk
-        self.name = method.name
+        self.name = getattr(method, "name", "refined")
         if hasattr(method, "label_free"):  # method-specific scores, e.g. the heads' agreement
             self.label_free = method.label_free
 
