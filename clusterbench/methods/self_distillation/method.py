@@ -17,13 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.core.atomic import atomic_file
 from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
-from clusterbench.core.progress import RunProgressBar, RunTimeEstimate
-from clusterbench.core.progress import enabled as progress_enabled
 from clusterbench.evaluation.label_free import HEAD_SCORES
 from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
@@ -34,6 +31,7 @@ from clusterbench.methods.self_distillation.predict import (
     teacher_probabilities,
 )
 from clusterbench.methods.task import ClusteringTask, RequestedK
+from clusterbench.methods.training import build_trainer, check_checkpoint, resume_path
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +47,6 @@ class FiniteLossGuard(Callback):
                 f"step {trainer.global_step}; try a lower method.base_lr, method.input_norm=l2, "
                 "or another seed. No results were written."
             )
-
-
-EXPERIMENT_KEY = "clusterbench_experiment"
-
-
-class ExperimentRecord(Callback):
-    """Writes the experiment's record into every checkpoint (epoch-end and SLURM ones alike)."""
-
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.record = record
-
-    def on_save_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint[EXPERIMENT_KEY] = self.record
-
-
-def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """'key: saved there, current here' for every leaf that differs."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(set(saved) | set(current), key=str):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            out += _differences(saved.get(key), current.get(key), name)
-        return out
-    return [] if saved == current else [f"{prefix or 'record'}: {saved!r} there, {current!r} here"]
 
 
 class SelfDistillationMethod:
@@ -145,18 +117,7 @@ class SelfDistillationMethod:
         return self.batch_size
 
     def _resume_path(self, run_dir: Path) -> str | None:
-        """`resume=auto`: the newest of the epoch-end `last.ckpt` and the checkpoints Lightning
-        saves on SLURM's pre-timeout signal (`hpc_ckpt_*.ckpt` in the run directory)."""
-        if self.resume in (None, "none", "null", False):
-            return None
-        if self.resume == "auto":
-            found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-            found = [f for f in found if f.exists()]
-            return str(max(found, key=lambda f: f.stat().st_mtime_ns)) if found else None
-        path = Path(str(self.resume)).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"method.resume={self.resume}: no checkpoint file there")
-        return str(path)
+        return resume_path(self.resume, run_dir)
 
     def experiment(self, task: ClusteringTask, batch_size: int) -> dict[str, Any]:
         """Everything that changes what training produces: a checkpoint resumes only a run
@@ -179,62 +140,8 @@ class SelfDistillationMethod:
             "trainer": trainer,
         }
 
-    def _check_checkpoint(self, ckpt: str, experiment: dict[str, Any]) -> None:
-        """Before any work: the checkpoint must load and be this experiment's."""
-        try:
-            # weights_only: a checkpoint is data; a crafted file must not run code here.
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-            record = saved.get(EXPERIMENT_KEY) if isinstance(saved, dict) else None
-        except Exception as exc:  # truncated, empty or not a checkpoint: torch's many errors
-            raise ConfigError(
-                f"checkpoint {ckpt} cannot be read ({type(exc).__name__}: {str(exc)[:120]}); "
-                "delete it or set method.resume=null to start fresh"
-            ) from None
-        if record is None:
-            raise ConfigError(
-                f"checkpoint {ckpt} does not record which experiment wrote it; resume only "
-                "checkpoints of this version, or set method.resume=null to start fresh"
-            )
-        differences = _differences(record, experiment)
-        if differences:
-            raise ConfigError(
-                f"checkpoint {ckpt} belongs to another experiment ({'; '.join(differences[:6])}); "
-                "use another hydra.run.dir, or method.resume=null to train from scratch there"
-            )
-
-    def trainer(
-        self, task: ClusteringTask, callbacks: list[Callback], experiment: dict[str, Any]
-    ) -> Trainer:
-        if task.make_trainer is None:
-            raise ConfigError("method needs a trainer config (trainer=cpu|gpu|ddp)")
-        # The newest epoch's checkpoint, with last.ckpt linked to it: what `resume=auto` reads.
-        checkpoint = ModelCheckpoint(
-            dirpath=task.run_dir / "checkpoints",
-            save_top_k=1,
-            save_last="link",
-            every_n_epochs=self.checkpoint_every_n_epochs,
-            save_on_train_epoch_end=True,
-        )
-        callbacks = [
-            FiniteLossGuard(),
-            ExperimentRecord(experiment),
-            checkpoint,
-            RunTimeEstimate(),
-            *callbacks,
-        ]
-        configured = getattr(task.make_trainer, "keywords", {})
-        task.info["precision"] = str(configured.get("precision", "32-true"))
-        extra: dict[str, Any] = {}
-        if progress_enabled() and configured.get("enable_progress_bar", True):
-            callbacks.append(RunProgressBar())
-        else:
-            extra["enable_progress_bar"] = False
-        return task.make_trainer(
-            callbacks=callbacks,
-            logger=task.loggers or False,
-            default_root_dir=str(task.run_dir),
-            **extra,
-        )
+    def trainer(self, task: ClusteringTask, experiment: dict[str, Any]) -> Trainer:
+        return build_trainer(task, FiniteLossGuard(), experiment, self.checkpoint_every_n_epochs)
 
     def fit_predict(self, task: ClusteringTask) -> Predictions | None:
         batch_size = self._check(task)
@@ -242,7 +149,7 @@ class SelfDistillationMethod:
         experiment = self.experiment(task, batch_size)
         ckpt = self._resume_path(task.run_dir)
         if ckpt is not None:  # checked before the neighbours are mined or anything is built
-            self._check_checkpoint(ckpt, experiment)
+            check_checkpoint(ckpt, experiment)
             task.info["resumed_from"] = ckpt
         data = NeighbourPairDataModule(
             view.train,
@@ -259,7 +166,7 @@ class SelfDistillationMethod:
             loss=self.loss,  # the batch size (for the lr scaling) comes from the DataModule
             **self.module_kwargs,
         )
-        trainer = self.trainer(task, task.callbacks, experiment)
+        trainer = self.trainer(task, experiment)
         try:
             trainer.fit(self.model, datamodule=data, ckpt_path=ckpt, weights_only=True)
         except SIGTERMException:  # a SystemExit with code 0: the job would look successful

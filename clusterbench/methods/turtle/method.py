@@ -16,20 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.core.atomic import atomic_file
 from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
-from clusterbench.core.progress import RunProgressBar, RunTimeEstimate
-from clusterbench.core.progress import enabled as progress_enabled
 from clusterbench.evaluation.predictions import Assigned, Predictions
-from clusterbench.methods.self_distillation.method import (
-    EXPERIMENT_KEY,
-    ExperimentRecord,
-    _differences,
-)
 from clusterbench.methods.task import ClusteringTask, RequestedK
+from clusterbench.methods.training import build_trainer, check_checkpoint, resume_path
 from clusterbench.methods.turtle.data import TurtleDataModule
 from clusterbench.methods.turtle.module import TurtleClustering, labellings
 
@@ -130,66 +123,16 @@ class Turtle:
         }
 
     def _resume_path(self, run_dir: Path) -> str | None:
-        """`resume=auto`: the newest of `checkpoints/last.ckpt` and SLURM's `hpc_ckpt_*`."""
-        if self.resume in (None, "none", "null", False):
-            return None
-        if self.resume == "auto":
-            found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-            found = [f for f in found if f.exists()]
-            return str(max(found, key=lambda f: f.stat().st_mtime_ns)) if found else None
-        path = Path(str(self.resume)).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"method.resume={self.resume}: no checkpoint file there")
-        return str(path)
-
-    @staticmethod
-    def _check_checkpoint(ckpt: str, experiment: dict[str, Any]) -> None:
-        try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-            record = saved.get(EXPERIMENT_KEY) if isinstance(saved, dict) else None
-        except Exception as exc:  # truncated, empty or not a checkpoint
-            raise ConfigError(
-                f"checkpoint {ckpt} cannot be read ({type(exc).__name__}); delete it or set "
-                "method.resume=null to start fresh"
-            ) from None
-        differences = _differences(record, experiment) if record is not None else ["no record"]
-        if differences:
-            raise ConfigError(
-                f"checkpoint {ckpt} belongs to another experiment ({'; '.join(differences[:6])}); "
-                "use another hydra.run.dir, or method.resume=null to train from scratch there"
-            )
+        return resume_path(self.resume, run_dir)
 
     def trainer(
         self, task: ClusteringTask, experiment: dict[str, Any], steps_per_epoch: int
     ) -> Trainer:
-        if task.make_trainer is None:
-            raise ConfigError("method=turtle needs a trainer config (trainer=cpu|gpu|ddp)")
-        checkpoint = ModelCheckpoint(
-            dirpath=task.run_dir / "checkpoints",
-            save_top_k=1,
-            save_last="link",
-            every_n_epochs=1,
-            save_on_train_epoch_end=True,
-        )
-        callbacks = [FiniteTurtleLoss(), ExperimentRecord(experiment), checkpoint,
-                     RunTimeEstimate(), *task.callbacks]  # fmt: skip
-        configured = getattr(task.make_trainer, "keywords", {})
-        task.info["precision"] = str(configured.get("precision", "32-true"))
-        extra: dict[str, Any] = {}
-        if progress_enabled() and configured.get("enable_progress_bar", True):
-            callbacks.append(RunProgressBar())
-        else:
-            extra["enable_progress_bar"] = False
         # The length is method.T outer steps in whole epochs (trainer.max_epochs is not used):
         # epoch-based, so a resumed run continues at the next epoch (with max_steps Lightning
         # would resume inside the finished one).
-        return task.make_trainer(
-            callbacks=callbacks,
-            logger=task.loggers or False,
-            default_root_dir=str(task.run_dir),
-            max_epochs=self.T // steps_per_epoch,
-            **extra,
-        )
+        return build_trainer(task, FiniteTurtleLoss(), experiment, 1,
+                             max_epochs=self.T // steps_per_epoch)  # fmt: skip
 
     # ----------------------------------------------------------------- fit and predict
     def fit_predict(self, task: ClusteringTask) -> Predictions | None:
@@ -203,7 +146,7 @@ class Turtle:
         experiment = self.experiment(task, dims)
         ckpt = self._resume_path(task.run_dir)
         if ckpt is not None:
-            self._check_checkpoint(ckpt, experiment)
+            check_checkpoint(ckpt, experiment)
             task.info["resumed_from"] = ckpt
         data = TurtleDataModule(spaces, batch, steps_per_epoch, task.seed, self.features_on_device)
         self.model = TurtleClustering(
