@@ -25,7 +25,12 @@ import torch
 from rich.console import Console
 
 from clusterbench.core.atomic import save_npy_atomic
-from clusterbench.core.distributed import check_same_on_every_rank, launch_fabric, shard
+from clusterbench.core.distributed import (
+    check_same_on_every_rank,
+    collective,
+    launch_fabric,
+    shard,
+)
 from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress
 from clusterbench.data.normalize import l2_normalize_rows
@@ -105,7 +110,7 @@ def mine_distributed(
         part = faiss_shard(rows, start, stop, k, index, nprobe, faiss_device, chunk_size, seed)
     parts = [cache.dir / f"{key}.part{r}-of-{world}.npy" for r in range(world)]
     save_npy_atomic(parts[rank], part)
-    barrier()  # every share is on disk
+    collective("neighbour mining", barrier)  # every share is on disk
     if rank == 0:
         table = np.concatenate(
             [np.load(p, allow_pickle=False) for p in progress(parts, "joining", len(parts))]
@@ -113,7 +118,7 @@ def mine_distributed(
         cache.save(key, table)
         for p in parts:
             p.unlink(missing_ok=True)
-    barrier()  # the table is written before any rank returns
+    collective("neighbour mining", barrier)  # the table is written before any rank returns
     return final, False
 
 

@@ -104,3 +104,19 @@ def launch_fabric(trainer: dict):
     fabric = Fabric(**{k: trainer[k] for k in keys if k in trainer})
     fabric.launch()
     return fabric
+
+
+def collective(what: str, call, *args):
+    """`call(*args)` (an all-reduce, a barrier), with a process that died on the way reported
+    as one line instead of the backend's trace: the job then fails and writes nothing."""
+    try:
+        return call(*args)
+    except (RuntimeError, dist.DistBackendError) as exc:
+        from clusterbench.core.errors import ClusterbenchError
+
+        rank = dist.get_rank() if is_distributed() else 0
+        raise ClusterbenchError(
+            f"rank {rank}: another process of the job stopped during {what} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); nothing was written "
+            "after the last checkpoint: rerun the same command to continue"
+        ) from None

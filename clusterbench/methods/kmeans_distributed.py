@@ -35,7 +35,12 @@ import torch
 from torch import Tensor
 
 from clusterbench.core.atomic import save_npy_atomic, write_json_atomic
-from clusterbench.core.distributed import all_reduce_sum, check_same_on_every_rank, shard
+from clusterbench.core.distributed import (
+    all_reduce_sum,
+    check_same_on_every_rank,
+    collective,
+    shard,
+)
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.data.rows import Rows
@@ -172,7 +177,8 @@ def lloyd(
     objectives, reseeded = [], 0
     for iteration in range(first, niter):
         sums, counts, objective = local_sums(rows, mine, centroids, chunk_size, DTYPES[dtype])
-        packed = all_reduce_sum(torch.cat([sums.flatten(), counts, objective[None]]))
+        packed = collective(f"k-means iteration {iteration + 1}", all_reduce_sum,
+                            torch.cat([sums.flatten(), counts, objective[None]]))  # fmt: skip
         sums = packed[: k * rows.dim].view(k, rows.dim)
         counts, objective = packed[k * rows.dim : -1], packed[-1]
         means = (sums / counts.clamp(min=1)[:, None]).float()

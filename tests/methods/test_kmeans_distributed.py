@@ -4,6 +4,9 @@ one makes."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
@@ -123,3 +126,47 @@ def test_bf16_products_find_the_same_partition_up_to_boundary_rows():
     exact, _ = lloyd(FeatureRows(x), K, niter=5, seed=0)
     half, _ = lloyd(FeatureRows(x), K, niter=5, seed=0, dtype="bfloat16")
     assert adjusted_rand_score(assignments(x, exact), assignments(x, half)) > 0.9
+
+
+def _dying_worker(rank: int, world: int, init_file: str, x: np.ndarray, out: str) -> None:
+    """Rank 1 dies in the middle of iteration 3; rank 0 must fail with one line."""
+    import os
+
+    import clusterbench.methods.kmeans_distributed as kd
+
+    dist_init = torch.distributed.init_process_group
+    dist_init("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    calls = {"n": 0}
+    local = kd.local_sums
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 3:
+            os._exit(1)  # a killed process: no exception, no goodbye
+        return local(*args, **kwargs)
+
+    kd.local_sums = dying
+    try:
+        lloyd(FeatureRows(x), K, niter=5, seed=3, rank=rank, world=world, chunk_size=64,
+              checkpoint=Checkpoint(Path(out) / "ckpt"), checkpoint_every=1)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - what the rank reports is the test's subject
+        (Path(out) / f"error.{rank}").write_text(f"{type(exc).__name__}: {exc}")
+
+
+def test_a_rank_killed_mid_iteration_fails_the_job_in_one_line(tmp_path):
+    x = blobs()
+    context = mp.get_context("spawn")  # not mp.spawn: it would kill rank 0 as rank 1 dies
+    procs = [context.Process(target=_dying_worker,
+                             args=(rank, 2, str(tmp_path / "init"), x, str(tmp_path)))
+             for rank in range(2)]  # fmt: skip
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert procs[1].exitcode == 1
+    message = (tmp_path / "error.0").read_text()
+    assert message.startswith("ClusterbenchError: rank 0: another process of the job stopped")
+    assert "k-means iteration 3" in message and "\n" not in message
+    # The checkpoint holds the last complete iteration, never a partial one.
+    assert json.loads((tmp_path / "ckpt.json").read_text())["iteration"] == 2
