@@ -147,6 +147,15 @@ def test_after_temi_and_scanv2_the_top_heads_vote(easy_store, tmp_path, method):
     assert (out / "assignments" / "val.parquet").exists()
 
 
+def test_after_turtle_its_confident_rows_are_refined(easy_store, tmp_path):
+    saved, _ = run_on(tmp_path, easy_store, "method=turtle", "method.T=30",
+                      "method.steps_per_epoch=10", "refine=self_label", "refine.epochs=5")  # fmt: skip
+    refine = saved["method_info"]["refine"]
+    assert refine["selection"]["rule"] == "quantile" and 0 < refine["rows_kept"] < 480
+    final = refine["metrics_after"] if refine["accepted"] else refine["metrics_before"]
+    assert saved["metrics"] == final and set(refine["metrics_before"]) >= {"acc", "nmi"}
+
+
 def test_after_finch_its_own_partition_is_refined(easy_store, tmp_path):
     saved, out = run_on(tmp_path, easy_store, "method=finch", "refine=self_label")
     refine = saved["method_info"]["refine"]
