@@ -22,7 +22,7 @@ LOWER = {
     "methods": {"core", "data", "neighbours", "evaluation"},
     "results": {"core"},
     "run": {"core", "data", "neighbours", "evaluation", "methods", "results"},
-    "assign": {"core", "data", "evaluation", "methods"},
+    "assign": {"core", "data", "evaluation", "methods", "refine"},
     "report": {"core", "evaluation", "results"},
     "producers": {"core", "data", "benchmarks", "neighbours", "evaluation", "methods", "results"},
     "perf": {
