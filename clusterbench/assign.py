@@ -81,7 +81,8 @@ def self_labelled(run_dir: Path, result: dict, method):
     refine = (result.get("method_info") or {}).get("refine") or {}
     if not refine.get("accepted"):
         return method
-    from clusterbench.refine.self_label import MODEL_FILE, SelfLabelClassifier, SelfLabelled
+    from clusterbench.refine.classifier import SelfLabelClassifier
+    from clusterbench.refine.self_label import MODEL_FILE, SelfLabelled
 
     file = run_dir / MODEL_FILE
     if not file.is_file():

@@ -16,14 +16,9 @@ from rich.console import Console
 from clusterbench.core.errors import ConfigError
 from clusterbench.data.rows import FeatureRows
 from clusterbench.evaluation.predictions import Assigned, Predictions
-from clusterbench.refine.self_label import (
-    SelfLabel,
-    class_weights,
-    consensus_rows,
-    match_to,
-    quantile_rows,
-    train_classifier,
-)
+from clusterbench.refine.classifier import class_weights, train_classifier
+from clusterbench.refine.selection import consensus_rows, match_to, quantile_rows
+from clusterbench.refine.self_label import SelfLabel
 from clusterbench.run import run
 from tests.helpers.compose import compose_config
 
