@@ -12,12 +12,29 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from clusterbench.core.errors import ConfigError
+from clusterbench.core.errors import ConfigError, TrainingDiverged
 from clusterbench.core.progress import RunProgressBar, RunTimeEstimate
 from clusterbench.core.progress import enabled as progress_enabled
 from clusterbench.methods.task import ClusteringTask
 
 EXPERIMENT_KEY = "clusterbench_experiment"
+
+
+class FiniteLossGuard(Callback):
+    """Stops training at the first non-finite loss, naming epoch and step; `advice` says what
+    to try for this method. Checked before backward, so the optimiser never applies a NaN
+    update."""
+
+    def __init__(self, what: str, advice: str) -> None:
+        self.what, self.advice = what, advice
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Any) -> None:
+        if not torch.isfinite(loss).all():
+            raise TrainingDiverged(
+                f"the {self.what} loss became {float(loss.detach())} at epoch "
+                f"{trainer.current_epoch}, step {trainer.global_step}; {self.advice}. No "
+                "results were written."
+            )
 
 
 class ExperimentRecord(Callback):

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.core.atomic import atomic_file
-from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
+from clusterbench.core.errors import ClusterbenchError, ConfigError
 from clusterbench.evaluation.label_free import HEAD_SCORES
 from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.self_distillation.module import SelfDistillationClustering
@@ -31,22 +31,14 @@ from clusterbench.methods.self_distillation.predict import (
     teacher_probabilities,
 )
 from clusterbench.methods.task import ClusteringTask, RequestedK
-from clusterbench.methods.training import build_trainer, check_checkpoint, resume_path
+from clusterbench.methods.training import (
+    FiniteLossGuard,
+    build_trainer,
+    check_checkpoint,
+    resume_path,
+)
 
 log = logging.getLogger(__name__)
-
-
-class FiniteLossGuard(Callback):
-    """Stops training at the first non-finite loss, naming epoch and step."""
-
-    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Any) -> None:
-        # Checked before backward, so the optimizer never applies a NaN update.
-        if not torch.isfinite(loss).all():
-            raise TrainingDiverged(
-                f"the training loss became {float(loss.detach())} at epoch {trainer.current_epoch}, "
-                f"step {trainer.global_step}; try a lower method.base_lr, method.input_norm=l2, "
-                "or another seed. No results were written."
-            )
 
 
 class SelfDistillationMethod:
@@ -141,7 +133,14 @@ class SelfDistillationMethod:
         }
 
     def trainer(self, task: ClusteringTask, experiment: dict[str, Any]) -> Trainer:
-        return build_trainer(task, FiniteLossGuard(), experiment, self.checkpoint_every_n_epochs)
+        return build_trainer(
+            task,
+            FiniteLossGuard(
+                "training", "try a lower method.base_lr, method.input_norm=l2, or another seed"
+            ),
+            experiment,
+            self.checkpoint_every_n_epochs,
+        )
 
     def fit_predict(self, task: ClusteringTask) -> Predictions | None:
         batch_size = self._check(task)

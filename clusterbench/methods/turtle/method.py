@@ -15,30 +15,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from clusterbench.core.atomic import atomic_file
-from clusterbench.core.errors import ClusterbenchError, ConfigError, TrainingDiverged
+from clusterbench.core.errors import ClusterbenchError, ConfigError
 from clusterbench.evaluation.predictions import Assigned, Predictions
 from clusterbench.methods.task import ClusteringTask, RequestedK
-from clusterbench.methods.training import build_trainer, check_checkpoint, resume_path
+from clusterbench.methods.training import (
+    FiniteLossGuard,
+    build_trainer,
+    check_checkpoint,
+    resume_path,
+)
 from clusterbench.methods.turtle.data import TurtleDataModule
 from clusterbench.methods.turtle.module import TurtleClustering, labellings
 
 log = logging.getLogger(__name__)
-
-
-class FiniteTurtleLoss(Callback):
-    """Stops training at the first non-finite outer loss, before its update is applied."""
-
-    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Any) -> None:
-        if not torch.isfinite(loss).all():
-            raise TrainingDiverged(
-                f"the TURTLE loss became {float(loss.detach())} at step {trainer.global_step}; "
-                "try lower method.outer_lr / method.inner_lr, or another seed. No results "
-                "were written."
-            )
 
 
 def epoch_length(total: int, wanted: int) -> int:
@@ -131,7 +124,8 @@ class Turtle:
         # The length is method.T outer steps in whole epochs (trainer.max_epochs is not used):
         # epoch-based, so a resumed run continues at the next epoch (with max_steps Lightning
         # would resume inside the finished one).
-        return build_trainer(task, FiniteTurtleLoss(), experiment, 1,
+        return build_trainer(task, FiniteLossGuard("TURTLE", "try lower method.outer_lr / "
+                             "method.inner_lr, or another seed"), experiment, 1,
                              max_epochs=self.T // steps_per_epoch)  # fmt: skip
 
     # ----------------------------------------------------------------- fit and predict
