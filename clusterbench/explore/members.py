@@ -91,7 +91,9 @@ def cluster_facts(
     sizes = np.zeros(k, np.int64)
     confidence = np.zeros(k, np.float64)
     pairs: list[np.ndarray] = []
+    has_conf = False  # a method without confidence writes an all-null column
     for start, clusters, conf in read_assignments(assignments, batch_rows):
+        has_conf |= bool(np.isfinite(conf).any())
         x = l2_normalize_rows(np.asarray(rows.chunk(start, start + len(clusters)), np.float32))
         _add_rows(sums, clusters, x)
         sizes += np.bincount(clusters, minlength=k)
@@ -99,7 +101,6 @@ def cluster_facts(
         if labels is not None:
             pairs.append(np.stack([clusters, labels[start : start + len(clusters)]]))
     centres = l2_normalize_rows(sums.astype(np.float32))
-    has_conf = _has_confidence(assignments)
     mean_conf = np.where(sizes > 0, confidence / np.maximum(sizes, 1), np.nan)
     if not has_conf:
         mean_conf[:] = np.nan
@@ -130,11 +131,6 @@ def _add_rows(sums: np.ndarray, clusters: np.ndarray, x: np.ndarray) -> None:
         shape=(sums.shape[0], len(clusters)),
     ).tocsr()
     sums += onehot @ x.astype(np.float64)
-
-
-def _has_confidence(assignments) -> bool:
-    column = pq.read_table(assignments, columns=["confidence"]).column("confidence")
-    return column.null_count < len(column)
 
 
 def _label_facts(facts: ClusterFacts, pairs: np.ndarray, k: int) -> None:
