@@ -21,7 +21,7 @@ from clusterbench.core.errors import ConfigError
 from clusterbench.core.progress import progress, status
 from clusterbench.data.normalize import l2_normalize_rows
 from clusterbench.evaluation.predictions import Assigned, Predictions
-from clusterbench.methods.kmeans_distributed import Checkpoint, lloyd
+from clusterbench.methods.kmeans_distributed import DTYPES, Checkpoint, lloyd
 from clusterbench.methods.task import ClusteringTask, RequestedK
 
 BACKENDS = ("faiss", "distributed")
@@ -48,6 +48,8 @@ class SphericalKMeans:
             raise ConfigError(
                 f"method.nredo={nredo}: the distributed backend runs one start; set method.nredo=1"
             )
+        if dtype not in DTYPES:  # checked here too, so a bad value fails before any data
+            raise ConfigError(f"method.dtype={dtype!r}: expected one of {sorted(DTYPES)}")
         if checkpoint_every < 1:
             raise ConfigError(f"method.checkpoint_every={checkpoint_every}: expected >= 1")
         self.backend, self.dtype, self.checkpoint_every = backend, dtype, checkpoint_every

@@ -110,6 +110,7 @@ def test_shards_are_even_and_never_empty():
         ({"backend": "mpi"}, "method.backend='mpi': expected one of"),
         ({"backend": "distributed", "nredo": 3}, "the distributed backend runs one start"),
         ({"checkpoint_every": 0}, "method.checkpoint_every=0"),
+        ({"dtype": "float16"}, "method.dtype='float16': expected one of"),
     ],
 )
 def test_bad_backend_settings_fail_in_one_line(overrides, message):
